@@ -1,0 +1,1 @@
+"""The provider-abstraction layer: one small interface per kind of provider."""

@@ -1,0 +1,118 @@
+"""The source side: an AWS account reached through boto3.
+
+One ``AwsAccount`` hands out boto3 clients, cached per (service, region) and
+safe to share between threads. Tests and the sandbox point it at moto with
+``endpoint_url``; S3 then uses path-style addressing, since virtual-host style
+would make the client look up ``bucket.127.0.0.1`` in outside DNS.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from orchestrator.errors import ConfigError
+
+#: Error codes AWS uses for throttling and passing server trouble.
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+
+
+def should_retry(exc: BaseException) -> bool:
+    """Whether a failed AWS call may succeed if made again (the provider's one retry rule)."""
+    if isinstance(
+        exc,
+        botocore.exceptions.ConnectionError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.IncompleteReadError
+        | botocore.exceptions.ResponseStreamingError
+        | ConnectionResetError
+        | TimeoutError,
+    ):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in _RETRYABLE_CODES or status >= 500
+    return False
+
+
+class AwsAccount:
+    """Read access to one AWS account in the given regions."""
+
+    def __init__(
+        self,
+        *,
+        regions: Sequence[str],
+        profile: str | None = None,
+        endpoint_url: str | None = None,
+        max_pool_connections: int = 64,
+    ) -> None:
+        if not regions:
+            raise ConfigError("source.aws.regions is empty: name at least one region")
+        self.regions = tuple(regions)
+        self.profile = profile
+        self.endpoint_url = endpoint_url
+        self._config = botocore.config.Config(
+            max_pool_connections=max_pool_connections,
+            retries={"mode": "standard", "max_attempts": 5},
+            s3={"addressing_style": "path"},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str], Any] = {}
+        try:
+            self._session = boto3.session.Session(profile_name=profile)
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigError(
+                f"source.aws.profile: AWS profile {profile!r} is not in your AWS config; "
+                "name an existing profile or remove the key to use the default chain"
+            ) from exc
+
+    @property
+    def home_region(self) -> str:
+        return self.regions[0]
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A boto3 client for ``service`` in ``region`` (default: the first region)."""
+        key = (service, region or self.home_region)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._session.client(
+                    service,
+                    region_name=key[1],
+                    endpoint_url=self.endpoint_url,
+                    config=self._config,
+                )
+                self._clients[key] = client
+            return client
+
+    def check_credentials(self) -> None:
+        """Raise ConfigError, naming the fix, when no usable credentials are found."""
+        if self._session.get_credentials() is None:
+            raise ConfigError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "or name a profile in source.aws.profile"
+            )
+
+    def describe(self) -> str:
+        where = self.endpoint_url or "aws"
+        return f"aws account via {where} in {', '.join(self.regions)}"
