@@ -1,0 +1,547 @@
+"""The ``exitplan`` command: parses arguments, calls the engine, renders its events.
+
+This is the only module that knows about terminals. The engine reports
+through events; here they become rich progress bars on a terminal, or plain
+timestamped lines when output is piped (CI logs, ``tee``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from orchestrator import __version__
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import Config, default_sandbox_config, load_config, parse_size
+from orchestrator.deadline import format_duration, parse_deadline
+from orchestrator.errors import ConfigError, ExitplanError
+from orchestrator.events import (
+    BytesCopied,
+    Event,
+    EventBus,
+    ExportPlanned,
+    ItemFinished,
+    Projection,
+    RunWarning,
+    StepFinished,
+    StepStarted,
+)
+from orchestrator.transfer import CancelToken
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own usage errors: exit 2 too
+        self.print_usage(sys.stderr)
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# -- rendering -------------------------------------------------------------
+
+
+class PlainRenderer:
+    """One line per step and a progress line every few seconds; for logs and pipes."""
+
+    def __init__(self, out: TextIO, every_s: float = 5.0) -> None:
+        self.out = out
+        self.every_s = every_s
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line = None
+        if isinstance(event, StepStarted):
+            line = f"step {event.step}: started"
+        elif isinstance(event, StepFinished):
+            line = f"step {event.step}: {event.status}" + (f" ({event.detail})" if event.detail else "")
+        elif isinstance(event, ItemFinished) and event.status == "failed":
+            line = f"failed {event.key}: {event.error}"
+        elif isinstance(event, RunWarning):
+            line = f"warning: {event.message}"
+        elif isinstance(event, Projection):
+            now = time.monotonic()
+            if now - self._last < self.every_s:
+                return
+            self._last = now
+            line = _projection_text(event)
+        if line:
+            with self._lock:
+                stamp = datetime.now().strftime("%H:%M:%S")
+                print(f"{stamp} {line}", file=self.out, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _projection_text(event: Projection) -> str:
+    rate = f"{_human_bytes(event.bytes_per_second)}/s"
+    left = _human_bytes(event.remaining_bytes)
+    if event.projected_finish is None:
+        return f"progress: {left} left at {rate}; no finish estimate yet"
+    text = f"progress: {left} left at {rate}; projected finish {event.projected_finish:%Y-%m-%d %H:%M:%S %Z}"
+    if event.deadline is not None:
+        verdict = "makes" if event.will_make_it else "MISSES"
+        margin = format_duration(event.deadline - event.projected_finish)
+        text += f"; {verdict} the deadline (margin {margin})"
+    return text
+
+
+class RichRenderer:
+    """Progress bars per kind plus the deadline outlook, on a terminal."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=self.console,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._outlook = self.progress.add_task("deadline", total=None, note="", visible=False)
+        self.progress.start()
+
+    def _task(self, kind: str) -> Any:
+        if kind not in self._tasks:
+            self._tasks[kind] = self.progress.add_task(kind, total=None, note="")
+        return self._tasks[kind]
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ItemFinished):
+            task = self._task(event.kind)
+            if event.status == "skipped":
+                self.progress.advance(task, event.size)
+            elif event.status == "verified":
+                self.progress.advance(task, event.size)
+            else:
+                self.console.print(f"[red]failed[/] {event.key}: {event.error}")
+        elif isinstance(event, ExportPlanned):
+            self.progress.update(self._task(event.kind), total=event.bytes)
+        elif isinstance(event, StepStarted):
+            self.console.print(f"[cyan]▶[/] {event.step}")
+        elif isinstance(event, StepFinished):
+            colour = {"done": "green", "skipped": "dim"}.get(event.status, "red")
+            detail = f" — {event.detail}" if event.detail else ""
+            self.console.print(f"[{colour}]{event.status}[/] {event.step}{detail}")
+        elif isinstance(event, RunWarning):
+            self.console.print(f"[yellow]warning[/] {event.message}")
+        elif isinstance(event, Projection):
+            self.progress.update(
+                self._outlook, visible=True, description="outlook", note=_projection_text(event)
+            )
+        elif isinstance(event, BytesCopied):
+            pass
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+# -- config and arguments --------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Config:
+    if args.config:
+        config = load_config(Path(args.config))
+    else:
+        config = default_sandbox_config(Path.cwd())
+    overrides: dict[str, Any] = {}
+    if getattr(args, "workspace", None):
+        overrides["workspace"] = Path(args.workspace).resolve()
+    transfer = config.transfer
+    if getattr(args, "concurrency", None):
+        if not 1 <= args.concurrency <= 512:
+            raise ConfigError("--concurrency: must be between 1 and 512")
+        transfer = type(transfer)(**{**transfer.__dict__, "concurrency": args.concurrency})
+    if getattr(args, "bwlimit", None):
+        transfer = type(transfer)(
+            **{**transfer.__dict__, "bwlimit": parse_size(args.bwlimit, "--bwlimit")}
+        )
+    overrides["transfer"] = transfer
+    return type(config)(**{**config.__dict__, **overrides})
+
+
+def _deadline(args: argparse.Namespace, config: Config, clock: Clock, required: bool) -> datetime | None:
+    text = getattr(args, "deadline", None)
+    name = "--deadline"
+    if not text and config.deadline:
+        text, name = config.deadline, f"{config.source_file}: deadline"
+    if not text:
+        if required:
+            raise ConfigError(
+                "migrate needs a deadline: pass --deadline (e.g. --deadline +30h or "
+                "--deadline 2021-01-10T23:59-08:00) or set `deadline:` in the config"
+            )
+        return None
+    return parse_deadline(text, clock.now(), name=name)
+
+
+def _renderer(args: argparse.Namespace) -> Any:
+    if getattr(args, "quiet", False):
+        return None
+    if sys.stderr.isatty():
+        return RichRenderer()
+    return PlainRenderer(sys.stderr)
+
+
+# -- commands --------------------------------------------------------------
+
+
+def cmd_config_validate(args: argparse.Namespace, clock: Clock) -> int:
+    config = load_config(Path(args.file))
+    if config.deadline:
+        parse_deadline(config.deadline, clock.now(), name=f"{args.file}: deadline")
+    names = ", ".join(d.name for d in config.destinations)
+    print(f"{args.file}: valid ({len(config.destinations)} destination(s): {names})")
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.inventory import collect_inventory, fact_to_json, summarize_inventory
+    from orchestrator.migration import open_source
+
+    config = _load(args)
+    with open_source(config) as account:
+        if args.output == "json":
+            out = sys.stdout
+            out.write("[")
+            for index, fact in enumerate(collect_inventory(account)):
+                out.write(("," if index else "") + "\n  " + json.dumps(fact_to_json(fact), sort_keys=True))
+            out.write("\n]\n")
+            return 0
+        facts = []
+
+        def remember(stream: Any) -> Any:
+            for fact in stream:
+                print(f"{fact.region:<12} {fact.kind:<14} {fact.id}  {_fact_note(fact.attributes)}")
+                facts.append(None)
+                yield fact
+
+        summary = summarize_inventory(remember(collect_inventory(account)))
+        print()
+        for kind, numbers in sorted(summary.as_counts().items()):
+            extra = f", {_human_bytes(numbers['bytes'])}" if numbers.get("bytes") else ""
+            print(f"{kind:<14} {numbers['count']}{extra}")
+    return 0
+
+
+def _fact_note(attributes: dict[str, Any]) -> str:
+    keys = ("objects", "bytes", "instance_type", "engine", "item_count", "record_count", "type", "size_gib", "versioning")
+    parts = [f"{k}={attributes[k]}" for k in keys if k in attributes]
+    return " ".join(parts)
+
+
+def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | None) -> int:
+    from orchestrator.migration import MigrationRequest, plan_summary, prioritizer_for, run_migration
+    from orchestrator.exporters.base import exporter_kinds
+
+    config = _load(args)
+    deadline = _deadline(args, config, clock, required=args.command == "migrate" and not resume_run)
+    if getattr(args, "dry_run", False):
+        prioritizer = prioritizer_for(config)
+        print("dry run: nothing will be copied or written")
+        print(f"source:       {'built-in sandbox (moto)' if config.source.aws.sandbox else ', '.join(config.source.aws.regions)}")
+        for destination in config.destinations:
+            print(f"destination:  {destination.name} ({destination.driver})")
+        for entry in plan_summary(prioritizer, list(exporter_kinds())):
+            print(f"export {entry['order']}:     {entry['kind']}")
+        if deadline is not None:
+            print(f"deadline:     {deadline.isoformat()} (in {format_duration(deadline - clock.now())})")
+        return 0
+    invocation = {
+        "config": str(Path(args.config).resolve()) if args.config else None,
+        "deadline": deadline.isoformat() if deadline else None,
+        "workspace": str(config.workspace),
+        "concurrency": config.transfer.concurrency,
+        "bwlimit": config.transfer.bwlimit,
+    }
+    events = EventBus()
+    renderer = _renderer(args)
+    if renderer is not None:
+        events.subscribe(renderer)
+    cancel = CancelToken()
+    previous = _install_interrupt(cancel)
+    try:
+        result = run_migration(
+            MigrationRequest(config, deadline, resume_run_id=resume_run, invocation=invocation),
+            events=events,
+            clock=clock,
+            cancel=cancel,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if renderer is not None:
+            renderer.close()
+    if args.output == "json":
+        print(json.dumps(result.report, indent=2))
+    else:
+        _print_summary(result.report, result.report_path)
+    return result.exit_code
+
+
+def _install_interrupt(cancel: CancelToken) -> Any:
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        print("\ninterrupted: finishing the journal; Ctrl-C again to quit at once", file=sys.stderr)
+        cancel.cancel("interrupted (Ctrl-C)")
+
+    return signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _print_summary(report: dict[str, Any], path: Path) -> None:
+    totals = report["totals"]
+    print()
+    print(f"run {report['run_id']}: {report['status']} in {report['duration']}")
+    for kind in report["kinds"]:
+        state = "complete" if kind["complete"] else "INCOMPLETE"
+        print(
+            f"  {kind['kind']:<10} {kind['saved_items']:>7} of {kind['listed_items']:<7} items "
+            f"{_human_bytes(kind['saved_bytes']):>11} saved "
+            f"({kind['already_verified_items']} already verified, {kind['failed_items']} failed) {state}"
+        )
+    print(f"  saved {totals['saved_items']} items, {_human_bytes(totals['saved_bytes'])}; copied this run {_human_bytes(totals['copied_bytes'])}")
+    for destination in report["destinations"]:
+        print(f"  destination {destination['name']}: {destination['where']}")
+    deadline = report["deadline"]
+    if deadline.get("deadline"):
+        verdict = "met" if deadline["met"] else "MISSED"
+        print(f"  deadline {deadline['deadline']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})")
+    for failure in report["failed"][:10]:
+        print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
+    print(f"  report: {path}")
+    if report["status"] not in ("done",):
+        print("  carry on with: exitplan resume " + report["run_id"])
+
+
+def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
+    return _run_migration(args, clock, resume_run=None)
+
+
+def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.migration import workspace_journal
+
+    config = _load(args)
+    journal = _existing_journal(config)
+    with journal:
+        run = journal.get_run(args.run)
+    if run is None:
+        raise ConfigError(
+            f"no run {args.run!r} in {journal.path}" if args.run else f"no runs in {journal.path} to resume"
+        )
+    if run.status == "done":
+        print(f"run {run.id} is already done; nothing to resume")
+        return 0
+    if run.invocation.get("config") and not args.config:
+        args.config = run.invocation["config"]
+    if not getattr(args, "deadline", None) and run.deadline is not None:
+        args.deadline = run.deadline.isoformat()
+    if not getattr(args, "concurrency", None):
+        args.concurrency = run.invocation.get("concurrency")
+    del workspace_journal
+    return _run_migration(args, clock, resume_run=run.id)
+
+
+def _existing_journal(config: Config) -> Any:
+    from orchestrator.journal import Journal
+
+    path = Path(config.workspace) / "journal.sqlite"
+    if not path.exists():
+        raise ConfigError(f"no journal at {path}: run `exitplan migrate` first, or pass --workspace")
+    return Journal(path)
+
+
+def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.progress import forecast
+
+    config = _load(args)
+    with _existing_journal(config) as journal:
+        run = journal.get_run(args.run)
+        if run is None:
+            raise ConfigError(f"no run {args.run!r} in {journal.path}")
+        kinds = journal.progress(run.id)
+        counts = journal.item_counts(run.id)
+        end = run.finished_at or clock.now()
+        elapsed = (end - run.started_at).total_seconds()
+        outlook = forecast(
+            remaining_bytes=sum(k.remaining_bytes for k in kinds),
+            copied_bytes=sum(k.copied_bytes for k in kinds),
+            elapsed_s=elapsed,
+            now=clock.now(),
+            deadline=run.deadline,
+            safety_margin=config.safety_margin,
+        )
+        data = {
+            "run_id": run.id,
+            "status": run.status,
+            "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "deadline": run.deadline.isoformat() if run.deadline else None,
+            "items": counts,
+            "kinds": [k.__dict__ for k in kinds],
+            "bytes_per_second": round(outlook.bytes_per_second, 1),
+            "remaining_bytes": outlook.remaining_bytes,
+            "projected_finish": outlook.projected_finish.isoformat() if outlook.projected_finish else None,
+            "will_make_it": outlook.will_make_it,
+            "steps": [{"name": n, "status": s, "detail": d} for n, s, _, _, d in journal.steps(run.id)],
+        }
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"run {run.id} ({run.command}): {run.status}, started {run.started_at:%Y-%m-%d %H:%M:%S %Z}")
+    for step in data["steps"]:
+        print(f"  step {step['name']:<16} {step['status']:<10} {step['detail']}")
+    for k in kinds:
+        print(
+            f"  {k.kind:<10} {k.done_items + k.skipped_items}/{k.listed_items}{'' if k.listing_done else '+'} items, "
+            f"{_human_bytes(k.done_bytes + k.skipped_bytes)} of {_human_bytes(k.listed_bytes)}, {k.failed_items} failed"
+        )
+    print("  items: " + ", ".join(f"{state} {n}" for state, n in counts.items()))
+    if run.deadline:
+        if outlook.projected_finish is None:
+            print(f"  deadline {run.deadline.isoformat()}: no throughput measured yet")
+        else:
+            verdict = "on track" if outlook.will_make_it else "WILL MISS"
+            print(
+                f"  deadline {run.deadline.isoformat()}: projected finish "
+                f"{outlook.projected_finish.isoformat(timespec='seconds')} — {verdict}"
+            )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.manifest import verify_destination
+    from orchestrator.migration import open_destinations
+
+    config = _load(args)
+    destinations = open_destinations(config)
+    if args.destination:
+        destinations = [d for d in destinations if d.name == args.destination]
+        if not destinations:
+            raise ConfigError(f"--destination {args.destination!r}: no such destination in the config")
+    ok = True
+    with _existing_journal(config) as journal:
+        for destination in destinations:
+            result = verify_destination(journal, destination.name, destination.store)
+            status = "ok" if result.ok else "BAD"
+            print(
+                f"{destination.name}: {status}: {result.checked} objects, {_human_bytes(result.checked_bytes)} re-read; "
+                f"{len(result.missing)} missing, {len(result.mismatched)} mismatched"
+            )
+            for key in (result.missing + result.mismatched)[:20]:
+                print(f"  {key}")
+            ok = ok and result.ok
+    return 0 if ok else 1
+
+
+# -- the parser ------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", metavar="FILE", help="exitplan YAML config (default: the built-in sandbox)")
+    common.add_argument("--workspace", metavar="DIR", help="where the journal and reports live")
+    common.add_argument("--verbose", "-v", action="store_true", help="log details to stderr")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+    parser = _Parser(prog="exitplan", description="Get a service out of AWS before the deadline.")
+    parser.add_argument("--version", action="version", version=f"exitplan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("inventory", parents=[common], help="list what the source account holds")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_inventory)
+
+    for name, helptext in (
+        ("migrate", "inventory, export and report, racing the deadline"),
+        ("export", "export everything to the destinations (deadline optional)"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=helptext)
+        p.add_argument("--deadline", help='e.g. "+30h", "2021-01-10T23:59-08:00", "2021-01-10 23:59 PST"')
+        p.add_argument("--dry-run", action="store_true", help="show the plan; copy and write nothing")
+        p.add_argument("--concurrency", type=int, help="parallel transfers (default from config: 32)")
+        p.add_argument("--bwlimit", help="cap on bytes read per second, e.g. 50MiB")
+        p.add_argument("--output", choices=("text", "json"), default="text")
+        p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("plan", parents=[common], help="what would be saved, in which order")
+    p.add_argument("--deadline")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_migrate, dry_run=True, concurrency=None, bwlimit=None)
+
+    p = sub.add_parser("resume", parents=[common], help="carry on an interrupted run")
+    p.add_argument("run", nargs="?", help="run id (default: the newest)")
+    p.add_argument("--deadline", help="a new deadline, if the recorded one has passed")
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--bwlimit")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", parents=[common], help="progress and projected finish of a run")
+    p.add_argument("run", nargs="?", help="run id (default: the newest)")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("verify", parents=[common], help="re-read every saved object and check its sha256")
+    p.add_argument("--destination", help="only this destination")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("config", help="work with config files")
+    config_sub = p.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    v = config_sub.add_parser("validate", help="check a config file; exit 2 with the line if not")
+    v.add_argument("file")
+    v.set_defaults(func=cmd_config_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
+    clock = clock or SystemClock()
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        code = int(args.func(args, clock))
+    except ExitplanError as exc:
+        print(f"exitplan: error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("exitplan: interrupted", file=sys.stderr)
+        code = 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

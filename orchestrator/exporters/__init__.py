@@ -1,0 +1,1 @@
+"""One module per kind of resource; each registers an ``Exporter`` by kind."""

@@ -1,0 +1,103 @@
+"""The shape every exporter has, and the registry that finds one by kind.
+
+An exporter turns part of the source account into *items*: named byte
+streams with an idempotency key. It lists its items lazily (a 100,000-object
+bucket is never held in memory) and opens each one as a ``SourceStream``.
+Everything else (concurrency, retries, fan-out to every destination,
+checksums, journaling, progress) is the transfer engine's job, so that every
+kind of resource is resumable and verified in the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from orchestrator.errors import ConfigError
+from providers.aws import AwsAccount
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """One unit of export: copied, checked and journaled as a whole."""
+
+    kind: str
+    #: Names the source *and its version*: a changed source gets a new key
+    #: and is copied again; an unchanged one is skipped once verified.
+    idem_key: str
+    #: Where it goes in every destination (``group/...``, see ObjectStore).
+    dest_key: str
+    #: Size in bytes when known before reading (S3), else None (generated files).
+    size: int | None
+    #: Secret-free description of where it came from, for the manifest.
+    source: Mapping[str, Any] = field(default_factory=dict)
+    tier: str = ""
+
+
+class SourceStream(ABC):
+    """The bytes of one item, read once, and the source's own word on them."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield the item's bytes. Raises RetryableError on a transient fault."""
+
+    @abstractmethod
+    def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
+        """Check what was read against what the source promised.
+
+        Called after the last chunk and *before* the destination publishes,
+        so raising ``ChecksumMismatch`` here keeps a damaged copy invisible.
+        Returns the source checksum that was checked (``"md5:<hex>"``), or
+        None when the source offers none for this item.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most streams need none
+        """Release the connection behind the stream, if any."""
+
+
+class Exporter(ABC):
+    """Turns one kind of resource into export items."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, account: AwsAccount, *, tier_of: Callable[[Mapping[str, Any]], str]):
+        self.account = account
+        #: Maps an item's ``source`` description to its priority tier.
+        self.tier_of = tier_of
+
+    @abstractmethod
+    def list_items(self) -> Iterator[ExportItem]:
+        """Yield every item to export, lazily, most important first where known."""
+
+    @abstractmethod
+    def open(self, item: ExportItem) -> SourceStream:
+        """Open one item for reading. Retry-safe: yes (each call reads afresh)."""
+
+    def describe(self) -> str:
+        return self.kind
+
+
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "s3": ("orchestrator.exporters.s3", "S3Exporter"),
+    "route53": ("orchestrator.exporters.route53", "Route53Exporter"),
+    "dynamodb": ("orchestrator.exporters.dynamodb", "DynamoDbExporter"),
+}
+
+
+def exporter_kinds() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def load_exporter(kind: str) -> type[Exporter]:
+    """The exporter class for ``kind``, imported on first use."""
+    import importlib
+
+    try:
+        module_name, class_name = _REGISTRY[kind]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"no exporter for kind {kind!r}; known kinds: {known}") from None
+    cls: type[Exporter] = getattr(importlib.import_module(module_name), class_name)
+    return cls

@@ -1,0 +1,451 @@
+"""The journal: SQLite state for runs, steps and items; the only truth for resume.
+
+One file per workspace, in WAL mode so ``exitplan status`` can read while a run
+writes. Items are keyed by (destination, idempotency key), not by run: a later
+run in the same workspace skips what any earlier run verified. The idempotency
+key names the source object *and its version* (S3 version id and ETag), so a
+changed source object is copied again while an unchanged one never is.
+
+Item states: planned -> in-flight -> copied -> verified, or failed. Only
+``verified`` means the bytes are at the destination, published and checked.
+
+Writes from worker threads go through one connection under a lock, and are
+committed in small batches: a kill -9 loses at most the last batch of state
+changes, and those items are simply copied again on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.clock import Clock, SystemClock
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id            TEXT PRIMARY KEY,
+    command       TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    deadline      TEXT,
+    invocation    TEXT NOT NULL      -- JSON, secret-free: what `resume` replays
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id        TEXT NOT NULL REFERENCES runs(id),
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    detail        TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS progress (
+    run_id        TEXT NOT NULL REFERENCES runs(id),
+    kind          TEXT NOT NULL,
+    listed_items  INTEGER NOT NULL DEFAULT 0,
+    listed_bytes  INTEGER NOT NULL DEFAULT 0,
+    listing_done  INTEGER NOT NULL DEFAULT 0,
+    done_items    INTEGER NOT NULL DEFAULT 0,
+    done_bytes    INTEGER NOT NULL DEFAULT 0,
+    skipped_items INTEGER NOT NULL DEFAULT 0,
+    skipped_bytes INTEGER NOT NULL DEFAULT 0,
+    failed_items  INTEGER NOT NULL DEFAULT 0,
+    copied_bytes  INTEGER NOT NULL DEFAULT 0,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (run_id, kind)
+);
+CREATE TABLE IF NOT EXISTS items (
+    destination     TEXT NOT NULL,
+    idem_key        TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    dest_key        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    size            INTEGER,
+    source_checksum TEXT,
+    sha256          TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    error           TEXT,
+    run_id          TEXT NOT NULL,
+    tier            TEXT NOT NULL DEFAULT '',
+    source          TEXT NOT NULL DEFAULT '{}',   -- JSON: where it came from (never a secret)
+    updated_at      TEXT NOT NULL,
+    PRIMARY KEY (destination, idem_key)
+);
+CREATE INDEX IF NOT EXISTS items_by_dest_key ON items (destination, dest_key);
+CREATE INDEX IF NOT EXISTS items_by_run ON items (run_id, state);
+"""
+
+ITEM_STATES = ("planned", "in-flight", "copied", "verified", "failed")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    command: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    deadline: datetime | None
+    invocation: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class KindProgress:
+    kind: str
+    listed_items: int
+    listed_bytes: int
+    listing_done: bool
+    done_items: int
+    done_bytes: int
+    skipped_items: int
+    skipped_bytes: int
+    failed_items: int
+    copied_bytes: int
+
+    @property
+    def remaining_bytes(self) -> int:
+        return max(0, self.listed_bytes - self.done_bytes - self.skipped_bytes)
+
+
+@dataclass(frozen=True)
+class VerifiedItem:
+    """One manifest row: what was saved where, and its checksums."""
+
+    kind: str
+    dest_key: str
+    size: int
+    source_checksum: str | None
+    sha256: str
+    source: Mapping[str, Any]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _parse(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+class Journal:
+    """SQLite-backed state of one workspace. Thread-safe."""
+
+    #: Commit after this many pending writes, or when ``flush`` is called.
+    BATCH = 64
+
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+        self.path = path
+        self.clock = clock or SystemClock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._pending = 0
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a killed process (the WAL is in the OS
+        # cache); only a power cut can lose the last commits, and those items
+        # are copied again on resume.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        self._db.execute("BEGIN")
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+            self._pending += 1
+            if self._pending >= self.BATCH:
+                self._commit()
+
+    def _commit(self) -> None:
+        self._db.execute("COMMIT")
+        self._db.execute("BEGIN")
+        self._pending = 0
+
+    def flush(self) -> None:
+        """Make every write so far durable against a killed process."""
+        with self._lock:
+            self._commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.execute("COMMIT")
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _now(self) -> str:
+        return self.clock.now().isoformat()
+
+    # -- runs and steps ----------------------------------------------------
+
+    def start_run(
+        self, command: str, deadline: datetime | None, invocation: Mapping[str, Any]
+    ) -> str:
+        """Record a new run and return its id (sortable by start time)."""
+        started = self.clock.now()
+        run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+        self._write(
+            "INSERT INTO runs (id, command, status, started_at, deadline, invocation)"
+            " VALUES (?, ?, 'running', ?, ?, ?)",
+            (run_id, command, started.isoformat(), _iso(deadline), json.dumps(invocation)),
+        )
+        self.flush()
+        return run_id
+
+    def reopen_run(self, run_id: str) -> None:
+        self._write("UPDATE runs SET status='running', finished_at=NULL WHERE id=?", (run_id,))
+        self.flush()
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        self._write(
+            "UPDATE runs SET status=?, finished_at=? WHERE id=?", (status, self._now(), run_id)
+        )
+        self.flush()
+
+    def get_run(self, run_id: str | None = None) -> RunRecord | None:
+        """The named run, or the newest one when ``run_id`` is None."""
+        with self._lock:
+            if run_id is None:
+                row = self._db.execute(
+                    "SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 1"
+                ).fetchone()
+            else:
+                row = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return RunRecord(
+            id=row[0],
+            command=row[1],
+            status=row[2],
+            started_at=datetime.fromisoformat(row[3]),
+            finished_at=_parse(row[4]),
+            deadline=_parse(row[5]),
+            invocation=json.loads(row[6]),
+        )
+
+    def start_step(self, run_id: str, name: str) -> None:
+        self._write(
+            "INSERT INTO steps (run_id, name, status, started_at) VALUES (?, ?, 'running', ?)"
+            " ON CONFLICT (run_id, name) DO UPDATE SET status='running', finished_at=NULL",
+            (run_id, name, self._now()),
+        )
+        self.flush()
+
+    def finish_step(self, run_id: str, name: str, status: str, detail: str = "") -> None:
+        self._write(
+            "UPDATE steps SET status=?, finished_at=?, detail=? WHERE run_id=? AND name=?",
+            (status, self._now(), detail, run_id, name),
+        )
+        self.flush()
+
+    def steps(self, run_id: str) -> list[tuple[str, str, str, str | None, str]]:
+        """(name, status, started_at, finished_at, detail) in the order they started."""
+        with self._lock:
+            return list(
+                self._db.execute(
+                    "SELECT name, status, started_at, finished_at, detail FROM steps"
+                    " WHERE run_id=? ORDER BY started_at, rowid",
+                    (run_id,),
+                )
+            )
+
+    # -- progress ----------------------------------------------------------
+
+    def save_progress(self, run_id: str, progress: KindProgress) -> None:
+        self._write(
+            "INSERT INTO progress (run_id, kind, listed_items, listed_bytes, listing_done,"
+            " done_items, done_bytes, skipped_items, skipped_bytes, failed_items, copied_bytes,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id, kind) DO UPDATE SET listed_items=excluded.listed_items,"
+            " listed_bytes=excluded.listed_bytes, listing_done=excluded.listing_done,"
+            " done_items=excluded.done_items, done_bytes=excluded.done_bytes,"
+            " skipped_items=excluded.skipped_items, skipped_bytes=excluded.skipped_bytes,"
+            " failed_items=excluded.failed_items, copied_bytes=excluded.copied_bytes,"
+            " updated_at=excluded.updated_at",
+            (
+                run_id,
+                progress.kind,
+                progress.listed_items,
+                progress.listed_bytes,
+                int(progress.listing_done),
+                progress.done_items,
+                progress.done_bytes,
+                progress.skipped_items,
+                progress.skipped_bytes,
+                progress.failed_items,
+                progress.copied_bytes,
+                self._now(),
+            ),
+        )
+
+    def progress(self, run_id: str) -> list[KindProgress]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, listed_items, listed_bytes, listing_done, done_items, done_bytes,"
+                " skipped_items, skipped_bytes, failed_items, copied_bytes"
+                " FROM progress WHERE run_id=? ORDER BY rowid",
+                (run_id,),
+            ).fetchall()
+        return [
+            KindProgress(
+                kind=r[0],
+                listed_items=r[1],
+                listed_bytes=r[2],
+                listing_done=bool(r[3]),
+                done_items=r[4],
+                done_bytes=r[5],
+                skipped_items=r[6],
+                skipped_bytes=r[7],
+                failed_items=r[8],
+                copied_bytes=r[9],
+            )
+            for r in rows
+        ]
+
+    # -- items -------------------------------------------------------------
+
+    def is_verified(self, destination: str, idem_key: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM items WHERE destination=? AND idem_key=? AND state='verified'",
+                (destination, idem_key),
+            ).fetchone()
+        return row is not None
+
+    def mark_in_flight(
+        self,
+        run_id: str,
+        destination: str,
+        idem_key: str,
+        *,
+        kind: str,
+        dest_key: str,
+        size: int | None,
+        tier: str,
+        source: Mapping[str, Any],
+    ) -> None:
+        self._write(
+            "INSERT INTO items (destination, idem_key, kind, dest_key, state, size, run_id, tier,"
+            " source, attempts, updated_at) VALUES (?, ?, ?, ?, 'in-flight', ?, ?, ?, ?, 1, ?)"
+            " ON CONFLICT (destination, idem_key) DO UPDATE SET state='in-flight',"
+            " attempts=attempts+1, run_id=excluded.run_id, error=NULL,"
+            " updated_at=excluded.updated_at",
+            (
+                destination,
+                idem_key,
+                kind,
+                dest_key,
+                size,
+                run_id,
+                tier,
+                json.dumps(source, sort_keys=True),
+                self._now(),
+            ),
+        )
+
+    def mark_verified(
+        self,
+        destination: str,
+        idem_key: str,
+        *,
+        size: int,
+        sha256: str,
+        source_checksum: str | None,
+    ) -> None:
+        """The bytes are published at the destination and their checksums agree."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE items SET state='verified', size=?, sha256=?, source_checksum=?,"
+                " error=NULL, updated_at=? WHERE destination=? AND idem_key=?",
+                (size, sha256, source_checksum, self._now(), destination, idem_key),
+            )
+            # An older version of the same object at the same place is now
+            # overwritten: it must no longer count as saved.
+            self._db.execute(
+                "DELETE FROM items WHERE destination=? AND idem_key<>? AND dest_key ="
+                " (SELECT dest_key FROM items WHERE destination=? AND idem_key=?)",
+                (destination, idem_key, destination, idem_key),
+            )
+            self._pending += 1
+            if self._pending >= self.BATCH:
+                self._commit()
+
+    def mark_failed(self, destination: str, idem_key: str, error: str) -> None:
+        self._write(
+            "UPDATE items SET state='failed', error=?, updated_at=?"
+            " WHERE destination=? AND idem_key=?",
+            (error[:2000], self._now(), destination, idem_key),
+        )
+
+    def item_counts(self, run_id: str | None = None) -> dict[str, int]:
+        """Items per state, for one run or the whole workspace."""
+        with self._lock:
+            if run_id is None:
+                rows = self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state")
+            else:
+                rows = self._db.execute(
+                    "SELECT state, COUNT(*) FROM items WHERE run_id=? GROUP BY state", (run_id,)
+                )
+            counts = dict(rows.fetchall())
+        return {state: counts.get(state, 0) for state in ITEM_STATES}
+
+    def failed_items(self, run_id: str, limit: int = 20) -> list[tuple[str, str, str]]:
+        """(destination, dest_key, error) of failed items of a run."""
+        with self._lock:
+            return list(
+                self._db.execute(
+                    "SELECT destination, dest_key, COALESCE(error, '') FROM items"
+                    " WHERE run_id=? AND state='failed' ORDER BY dest_key LIMIT ?",
+                    (run_id, limit),
+                )
+            )
+
+    def verified_items(self, destination: str, kind: str | None = None) -> Iterator[VerifiedItem]:
+        """Stream the verified items at a destination, by destination key.
+
+        Reads through a separate connection so a long manifest write neither
+        holds the lock nor sees half of a batch.
+        """
+        self.flush()
+        reader = sqlite3.connect(self.path)
+        try:
+            sql = (
+                "SELECT kind, dest_key, size, source_checksum, sha256, source FROM items"
+                " WHERE destination=? AND state='verified'"
+            )
+            params: tuple[Any, ...] = (destination,)
+            if kind is not None:
+                sql += " AND kind=?"
+                params += (kind,)
+            for row in reader.execute(sql + " ORDER BY dest_key", params):
+                yield VerifiedItem(
+                    kind=row[0],
+                    dest_key=row[1],
+                    size=row[2],
+                    source_checksum=row[3],
+                    sha256=row[4],
+                    source=json.loads(row[5]),
+                )
+        finally:
+            reader.close()

@@ -1,0 +1,309 @@
+"""The whole path: inventory -> plan -> export -> (probe -> replay -> verify) -> report.
+
+``run_migration`` is what ``exitplan migrate`` and ``exitplan resume`` call.
+Each step is journaled; an interrupted run is carried on by calling it again
+with the same run id, and verified items are never copied again. Probing
+hosts and replaying playbooks plug in at the seams named in ``SEAMS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import Config
+from orchestrator.errors import Cancelled, ConfigError
+from orchestrator.events import EventBus, RunWarning, StepFinished, StepStarted
+from orchestrator.exporters.base import exporter_kinds, load_exporter
+from orchestrator.inventory import collect_inventory, fact_to_json, summarize_inventory
+from orchestrator.journal import Journal
+from orchestrator.manifest import publish_manifest
+from orchestrator.planner import Prioritizer, Rule
+from orchestrator.progress import RunProgress
+from orchestrator.report import build_report, write_report_json
+from orchestrator.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from providers.aws import AwsAccount
+from providers.base import ObjectStore
+from providers.registry import get_provider_spec, load_provider_class
+
+log = logging.getLogger(__name__)
+
+#: Later steps of the path, not yet wired to this command: (step, why skipped).
+SEAMS = {
+    "probe": "no candidates probed yet: `exitplan probe` ranks alternative hosts",
+    "replay": "no playbook replayed yet: the service is not brought up by this run",
+    "verify-target": "no target to verify until a playbook has been replayed",
+}
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_DEADLINE_MISSED = 3
+
+
+@dataclass
+class MigrationResult:
+    run_id: str
+    status: str  # done | failed | cancelled | deadline-missed
+    exit_code: int
+    report: dict[str, Any]
+    report_path: Path
+
+
+@dataclass
+class MigrationRequest:
+    config: Config
+    deadline: datetime | None
+    #: Set to carry on an earlier run instead of starting a new one.
+    resume_run_id: str | None = None
+    invocation: dict[str, Any] = field(default_factory=dict)
+
+
+def workspace_journal(config: Config, clock: Clock | None = None) -> Journal:
+    return Journal(Path(config.workspace) / "journal.sqlite", clock=clock)
+
+
+def run_dir(config: Config, run_id: str) -> Path:
+    return Path(config.workspace) / "runs" / run_id
+
+
+@contextlib.contextmanager
+def open_source(config: Config) -> Iterator[AwsAccount]:
+    """The source account: the in-process sandbox, or AWS (or a moto server) via boto3."""
+    aws = config.source.aws
+    if aws.sandbox:
+        from orchestrator.sandbox import sandbox_account
+
+        with sandbox_account() as account:
+            yield account
+        return
+    account = AwsAccount(
+        regions=aws.regions,
+        profile=aws.profile,
+        endpoint_url=aws.endpoint_url,
+        max_pool_connections=max(10, config.transfer.concurrency + 8),
+    )
+    account.check_credentials()
+    yield account
+
+
+def open_destinations(config: Config) -> list[Destination]:
+    """Build every configured destination's ObjectStore through the provider registry."""
+    destinations = []
+    for spec in config.destinations:
+        provider = get_provider_spec("storage", spec.driver)
+        cls = load_provider_class(provider)
+        options = {
+            name: (value.reveal() if hasattr(value, "reveal") else value)
+            for name, value in spec.options.items()
+        }
+        store: ObjectStore = cls(spec.name, **options)
+        destinations.append(Destination(spec.name, store))
+    return destinations
+
+
+def prioritizer_for(config: Config) -> Prioritizer:
+    return Prioritizer([Rule(rule.tier, dict(rule.match)) for rule in config.priorities])
+
+
+def plan_summary(prioritizer: Prioritizer, kinds: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"order": index + 1, "kind": kind, "first_tier_rank": prioritizer.kind_rank(kind)}
+        for index, kind in enumerate(prioritizer.order_kinds(kinds))
+    ]
+
+
+def run_migration(
+    request: MigrationRequest,
+    *,
+    events: EventBus | None = None,
+    clock: Clock | None = None,
+    cancel: CancelToken | None = None,
+) -> MigrationResult:
+    """Run (or resume) the whole path and return its result and report."""
+    config = request.config
+    events = events or EventBus()
+    clock = clock or SystemClock()
+    cancel = cancel or CancelToken()
+    # The source is opened first: missing credentials or a bad profile must
+    # stop the run before anything is written.
+    with open_source(config) as account:
+        destinations = open_destinations(config)
+        journal = workspace_journal(config, clock)
+        try:
+            if request.resume_run_id:
+                run_id = request.resume_run_id
+                journal.reopen_run(run_id)
+            else:
+                run_id = journal.start_run("migrate", request.deadline, request.invocation)
+            directory = run_dir(config, run_id)
+            directory.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(directory / "exitplan.log")
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            logging.getLogger().addHandler(handler)
+            try:
+                return _run(
+                    request,
+                    account,
+                    destinations,
+                    run_id,
+                    journal,
+                    events,
+                    clock,
+                    cancel,
+                    directory,
+                )
+            finally:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+        finally:
+            journal.close()
+
+
+def _run(
+    request: MigrationRequest,
+    account: AwsAccount,
+    destinations: list[Destination],
+    run_id: str,
+    journal: Journal,
+    events: EventBus,
+    clock: Clock,
+    cancel: CancelToken,
+    directory: Path,
+) -> MigrationResult:
+    config = request.config
+    prioritizer = prioritizer_for(config)
+    progress = RunProgress(
+        run_id=run_id,
+        journal=journal,
+        events=events,
+        clock=clock,
+        deadline=request.deadline,
+        safety_margin=config.safety_margin,
+        on_deadline=lambda: cancel.cancel("the deadline passed"),
+    )
+    plan = plan_summary(prioritizer, list(exporter_kinds()))
+    failed_steps: list[str] = []
+
+    def step(name: str) -> _Step:
+        return _Step(name, run_id, journal, events)
+
+    with step("inventory") as s:
+        summary = _take_inventory(account, directory / "inventory.jsonl")
+        s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(summary.items()))
+    with step("plan") as s:
+        s.detail = " -> ".join(entry["kind"] for entry in plan)
+
+    engine = TransferEngine(
+        destinations=destinations,
+        journal=journal,
+        run_id=run_id,
+        events=events,
+        progress=progress,
+        settings=TransferSettings(
+            concurrency=config.transfer.concurrency, bwlimit=config.transfer.bwlimit
+        ),
+        cancel=cancel,
+    )
+    try:
+        for entry in plan:
+            kind = entry["kind"]
+            if cancel.is_set():
+                break
+            with step(f"export:{kind}") as s:
+                exporter_cls = load_exporter(kind)
+                exporter = exporter_cls(account, tier_of=prioritizer)
+                if hasattr(exporter, "run_id"):
+                    exporter.run_id = run_id
+                try:
+                    engine.export(exporter)
+                except Cancelled:
+                    s.status = "cancelled"
+                except Exception as exc:  # one kind failing must not stop the others
+                    log.exception("export of %s failed", kind)
+                    s.status = "failed"
+                    s.detail = f"{type(exc).__name__}: {exc}"
+                    failed_steps.append(kind)
+                    events.emit(RunWarning(message=f"export of {kind} failed: {exc}"))
+    finally:
+        engine.close()
+
+    with step("manifest") as s:
+        sizes = [publish_manifest(journal, d.name, d.store) for d in destinations]
+        s.detail = f"{len(sizes)} manifest(s), {sum(sizes)} bytes"
+    for name, why in SEAMS.items():
+        journal.start_step(run_id, name)
+        journal.finish_step(run_id, name, "skipped", why)
+
+    finished = clock.now()
+    counts = journal.item_counts(run_id)
+    deadline_passed = request.deadline is not None and finished > request.deadline
+    if (cancel.is_set() and cancel.reason == "the deadline passed") or deadline_passed:
+        status, code = "deadline-missed", EXIT_DEADLINE_MISSED
+    elif cancel.is_set():
+        status, code = "cancelled", 130
+    elif counts["failed"] or failed_steps or counts["in-flight"]:
+        status, code = "failed", EXIT_FAILED
+    else:
+        status, code = "done", EXIT_OK
+    journal.finish_run(run_id, status)
+    report = build_report(
+        journal,
+        run_id,
+        finished_at=finished,
+        status=status,
+        safety_margin=config.safety_margin,
+        destinations=[{"name": d.name, "where": d.store.describe()} for d in destinations],
+        plan=plan,
+        seams=SEAMS,
+    )
+    report_path = directory / "report.json"
+    write_report_json(report_path, report)
+    return MigrationResult(run_id, status, code, report, report_path)
+
+
+def _take_inventory(account: AwsAccount, path: Path) -> dict[str, dict[str, int]]:
+    """Stream the inventory to JSON Lines and return counts per kind."""
+
+    def recorded() -> Iterator[Any]:
+        with path.open("w", encoding="utf-8") as out:
+            for fact in collect_inventory(account):
+                out.write(json.dumps(fact_to_json(fact), sort_keys=True) + "\n")
+                yield fact
+
+    summary = summarize_inventory(recorded())
+    return summary.as_counts()
+
+
+class _Step:
+    """Journals and announces one step; the body may set ``status`` and ``detail``."""
+
+    def __init__(self, name: str, run_id: str, journal: Journal, events: EventBus) -> None:
+        self.name = name
+        self.run_id = run_id
+        self.journal = journal
+        self.events = events
+        self.status = "done"
+        self.detail = ""
+
+    def __enter__(self) -> _Step:
+        self.journal.start_step(self.run_id, self.name)
+        self.events.emit(StepStarted(step=self.name))
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self.status = "failed"
+            self.detail = self.detail or f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, ConfigError | Cancelled):
+                self.status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+        self.journal.finish_step(self.run_id, self.name, self.status, self.detail)
+        self.events.emit(StepFinished(step=self.name, status=self.status, detail=self.detail))

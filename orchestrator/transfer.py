@@ -1,0 +1,464 @@
+"""The copy engine: every item out of the source, into every destination, verified.
+
+For each exporter the engine streams the item listing (never holding it
+whole), skips what the journal already has verified at a destination, and
+copies the rest on a thread pool. Each item is read from the source once and
+fed to every destination that still needs it. While the bytes stream, the
+engine computes md5 and sha256; the source stream checks them against what
+the source promised *before* the destinations publish, so a short or damaged
+body is never visible as a complete object. Transient faults are retried with
+jittered, capped backoff that honours Retry-After; cancellation (Ctrl-C, the
+deadline) stops new work and waiting retries at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.exceptions
+import urllib3.exceptions
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from orchestrator.errors import Cancelled, ChecksumMismatch, RetryableError
+from orchestrator.events import EventBus, ItemFinished
+from orchestrator.exporters.base import Exporter, ExportItem, SourceStream
+from orchestrator.journal import Journal
+from orchestrator.progress import RunProgress
+from providers import aws
+from providers.base import ObjectStore, StoredObject
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A named place the export goes to."""
+
+    name: str
+    store: ObjectStore
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    concurrency: int = 32
+    chunk_size: int = CHUNK_SIZE
+    max_attempts: int = 6
+    #: Total bytes per second read from the source, or None for no limit.
+    bwlimit: int | None = None
+    #: Longest wait between two attempts at one item.
+    max_backoff_s: float = 20.0
+
+
+class CancelToken:
+    """Set once to stop a run; everything waiting on it wakes at once."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if cancelled meanwhile."""
+        return self._event.wait(seconds)
+
+    def raise_if_set(self) -> None:
+        if self._event.is_set():
+            raise Cancelled(f"stopped: {self.reason}")
+
+
+class RateLimiter:
+    """A token bucket shared by all workers (``--bwlimit``)."""
+
+    def __init__(self, bytes_per_second: int, cancel: CancelToken) -> None:
+        self.rate = float(bytes_per_second)
+        self._cancel = cancel
+        self._lock = threading.Lock()
+        self._allowance = self.rate
+        self._last = time.monotonic()
+
+    def consume(self, nbytes: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._allowance = min(self.rate, self._allowance + (now - self._last) * self.rate)
+            self._last = now
+            self._allowance -= nbytes
+            debt = -self._allowance
+        if debt > 0:
+            self._cancel.wait(debt / self.rate)
+
+
+def should_retry(exc: BaseException) -> bool:
+    """The engine's retry rule: the source's, the destinations', and damaged bodies."""
+    if isinstance(exc, Cancelled):
+        return False
+    if isinstance(exc, RetryableError) or aws.should_retry(exc):
+        return True
+    return isinstance(
+        exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError
+    )
+
+
+def _retry_after_seconds(exc: BaseException | None) -> float:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        try:
+            return float(headers.get("retry-after", 0))
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+class _WaitHonouringRetryAfter:
+    """Jittered exponential backoff, capped, but never shorter than Retry-After."""
+
+    def __init__(self, cap: float) -> None:
+        self._jitter = wait_random_exponential(multiplier=0.25, max=cap)
+        self._cap = cap
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return min(self._cap, max(self._jitter(state), _retry_after_seconds(exc)))
+
+
+class _Hashing:
+    """Iterates a source stream, hashing, counting, throttling and checking at the end."""
+
+    def __init__(
+        self,
+        item: ExportItem,
+        stream: SourceStream,
+        cancel: CancelToken,
+        limiter: RateLimiter | None,
+        on_bytes: Any,
+    ) -> None:
+        self.item = item
+        self.stream = stream
+        self.cancel = cancel
+        self.limiter = limiter
+        self.on_bytes = on_bytes
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.source_checksum: str | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.stream:
+            self.cancel.raise_if_set()
+            if self.limiter is not None:
+                self.limiter.consume(len(chunk))
+            self.md5.update(chunk)
+            self.sha256.update(chunk)
+            self.size += len(chunk)
+            self.on_bytes(len(chunk))
+            yield chunk
+        if self.item.size is not None and self.size != self.item.size:
+            raise ChecksumMismatch(
+                f"{self.item.dest_key}: read {self.size} bytes, the source listed "
+                f"{self.item.size}; the body was cut short"
+            )
+        # Raised here, before the last chunk is handed over, the store never
+        # sees the end of the stream and publishes nothing.
+        self.source_checksum = self.stream.verify(
+            size=self.size, md5_hex=self.md5.hexdigest(), sha256_hex=self.sha256.hexdigest()
+        )
+
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _drain(feed: queue.Queue[Any], cancel: CancelToken) -> Iterator[bytes]:
+    while True:
+        try:
+            chunk = feed.get(timeout=0.5)
+        except queue.Empty:
+            cancel.raise_if_set()
+            continue
+        if chunk is _END:
+            return
+        if isinstance(chunk, _Failed):
+            raise RetryableError("the source stream failed; nothing published") from chunk.exc
+        yield chunk
+
+
+class TransferEngine:
+    """Copies the items of exporters to destinations; one engine per run."""
+
+    def __init__(
+        self,
+        *,
+        destinations: Sequence[Destination],
+        journal: Journal,
+        run_id: str,
+        events: EventBus,
+        progress: RunProgress,
+        settings: TransferSettings | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        if not destinations:
+            raise ValueError("a transfer needs at least one destination")
+        self.destinations = tuple(destinations)
+        self.journal = journal
+        self.run_id = run_id
+        self.events = events
+        self.progress = progress
+        self.settings = settings or TransferSettings()
+        self.cancel = cancel or CancelToken()
+        self._limiter = (
+            RateLimiter(self.settings.bwlimit, self.cancel) if self.settings.bwlimit else None
+        )
+        fanout_threads = self.settings.concurrency * max(0, len(self.destinations) - 1)
+        self._fanout_pool = (
+            ThreadPoolExecutor(fanout_threads, thread_name_prefix="exitplan-fanout")
+            if fanout_threads
+            else None
+        )
+
+    def close(self) -> None:
+        if self._fanout_pool is not None:
+            self._fanout_pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- one exporter ------------------------------------------------------
+
+    def export(self, exporter: Exporter) -> None:
+        """Copy every item ``exporter`` lists; failures are journaled, not raised.
+
+        Raises ``Cancelled`` when the cancel token was set (the journal is
+        consistent: unfinished items stay in-flight and are redone on resume).
+        """
+        kind = exporter.kind
+        window = 2 * self.settings.concurrency
+        in_flight: set[Future[None]] = set()
+        with ThreadPoolExecutor(
+            self.settings.concurrency, thread_name_prefix=f"exitplan-{kind}"
+        ) as pool:
+            try:
+                for item in exporter.list_items():
+                    if self.cancel.is_set():
+                        break
+                    self.progress.listed(kind, item.size or 0)
+                    pending = [
+                        d
+                        for d in self.destinations
+                        if not self.journal.is_verified(d.name, item.idem_key)
+                    ]
+                    if not pending:
+                        self.progress.skipped(kind, item.size or 0)
+                        self.events.emit(
+                            ItemFinished(kind=kind, key=item.dest_key, size=item.size or 0,
+                                         status="skipped")
+                        )
+                        continue
+                    while len(in_flight) >= window:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    in_flight.add(pool.submit(self._copy_item, exporter, item, pending))
+                else:
+                    self.progress.listing_done(kind)
+            finally:
+                if self.cancel.is_set():
+                    for future in in_flight:
+                        future.cancel()
+                for future in in_flight:
+                    if not future.cancelled():
+                        future.exception()  # wait; errors are journaled per item
+        self.journal.flush()
+        self.progress.tick(force=True)
+        self.cancel.raise_if_set()
+
+    # -- one item ----------------------------------------------------------
+
+    def _copy_item(self, exporter: Exporter, item: ExportItem, pending: list[Destination]) -> None:
+        for destination in pending:
+            self.journal.mark_in_flight(
+                self.run_id,
+                destination.name,
+                item.idem_key,
+                kind=item.kind,
+                dest_key=item.dest_key,
+                size=item.size,
+                tier=item.tier,
+                source=item.source,
+            )
+        remaining = list(pending)
+        last_error: BaseException | None = None
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=_WaitHonouringRetryAfter(self.settings.max_backoff_s),
+            retry=retry_if_exception(should_retry),
+            sleep=self._sleep_unless_cancelled,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self.cancel.raise_if_set()
+                    remaining, last_error = self._copy_once(exporter, item, remaining)
+                    if remaining and last_error is not None:
+                        raise last_error
+        except Cancelled:
+            return  # stays in-flight in the journal: redone on resume
+        except Exception as exc:  # one item's failure must not stop the evacuation
+            last_error = exc
+        if remaining:
+            message = _describe_error(last_error)
+            for destination in remaining:
+                self.journal.mark_failed(destination.name, item.idem_key, message)
+            self.progress.failed(item.kind)
+            self.events.emit(
+                ItemFinished(kind=item.kind, key=item.dest_key, size=item.size or 0,
+                             status="failed", error=message)
+            )
+            log.warning("gave up on %s: %s", item.dest_key, message)
+
+    def _sleep_unless_cancelled(self, seconds: float) -> None:
+        if self.cancel.wait(seconds):
+            raise Cancelled(f"stopped: {self.cancel.reason}")
+
+    def _copy_once(
+        self, exporter: Exporter, item: ExportItem, targets: list[Destination]
+    ) -> tuple[list[Destination], BaseException | None]:
+        """One attempt; returns the destinations still missing the item and why."""
+        stream = exporter.open(item)
+        counted = 0
+
+        def on_bytes(nbytes: int) -> None:
+            nonlocal counted
+            counted += nbytes
+            self.progress.copied(item.kind, nbytes)
+
+        hashing = _Hashing(item, stream, self.cancel, self._limiter, on_bytes)
+        try:
+            outcomes = self._put_everywhere(item.dest_key, hashing, targets)
+        finally:
+            stream.close()
+        failed: list[Destination] = []
+        error: BaseException | None = None
+        for destination, outcome in zip(targets, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed.append(destination)
+                error = outcome
+                continue
+            try:
+                self._check_stored(destination, outcome, hashing)
+            except ChecksumMismatch as exc:
+                failed.append(destination)
+                error = exc
+                continue
+            self.journal.mark_verified(
+                destination.name,
+                item.idem_key,
+                size=hashing.size,
+                sha256=hashing.sha256.hexdigest(),
+                source_checksum=hashing.source_checksum,
+            )
+        if not failed:
+            self.progress.done(item.kind, hashing.size)
+            self.events.emit(
+                ItemFinished(kind=item.kind, key=item.dest_key, size=hashing.size, status="verified")
+            )
+        elif error is not None and isinstance(error, Cancelled):
+            raise error
+        return failed, error
+
+    def _check_stored(self, destination: Destination, stored: StoredObject, hashing: _Hashing) -> None:
+        sha = hashing.sha256.hexdigest()
+        if stored.size != hashing.size or (stored.sha256 is not None and stored.sha256 != sha):
+            raise ChecksumMismatch(
+                f"{destination.name}: stored {stored.size} bytes (sha256 {stored.sha256}) "
+                f"but sent {hashing.size} bytes (sha256 {sha})"
+            )
+        published = destination.store.stat(stored.key)
+        if published is None or published.size != hashing.size:
+            raise ChecksumMismatch(
+                f"{destination.name}: {stored.key} is not published with {hashing.size} bytes"
+            )
+
+    def _put_everywhere(
+        self, key: str, chunks: Iterable[bytes], targets: list[Destination]
+    ) -> list[StoredObject | BaseException]:
+        """Feed one read to every target; each result is a StoredObject or its error."""
+        if len(targets) == 1:
+            try:
+                return [targets[0].store.put_stream(key, chunks)]
+            except Cancelled:
+                raise
+            except Exception as exc:
+                return [exc]
+        assert self._fanout_pool is not None
+        feeds: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in targets[1:]]
+        futures = [
+            self._fanout_pool.submit(target.store.put_stream, key, _drain(feed, self.cancel))
+            for target, feed in zip(targets[1:], feeds, strict=True)
+        ]
+
+        def offer(feed: queue.Queue[Any], future: Future[StoredObject], message: Any) -> None:
+            # A secondary store that failed stops reading; never block on it.
+            while not future.done():
+                try:
+                    feed.put(message, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+
+        def primary() -> Iterator[bytes]:
+            finished = False
+            failure: BaseException = RetryableError("the primary destination stopped reading")
+            try:
+                for chunk in chunks:
+                    for feed, future in zip(feeds, futures, strict=True):
+                        offer(feed, future, chunk)
+                    yield chunk
+                finished = True
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                ending = _END if finished else _Failed(failure)
+                for feed, future in zip(feeds, futures, strict=True):
+                    offer(feed, future, ending)
+
+        results: list[StoredObject | BaseException] = []
+        try:
+            results.append(targets[0].store.put_stream(key, primary()))
+        except Exception as exc:
+            results.append(exc)
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+
+def _describe_error(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".strip()
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, RetryableError) else text

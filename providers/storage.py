@@ -1,0 +1,299 @@
+"""ObjectStore over libcloud storage drivers.
+
+``LocalObjectStore`` drives libcloud's LOCAL driver (a directory), and
+``S3CompatibleObjectStore`` its MinIO driver, which speaks plain S3 to any
+host and port (MinIO, Backblaze B2's S3 endpoint, Wasabi, Spaces, or a moto
+server in tests).
+
+Keys look like ``group/rest/of/key``. For the LOCAL driver the first segment
+is the libcloud container (a directory under the base path), for S3 endpoints
+the whole key lives in the one configured bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from libcloud.common.types import LibcloudError
+from libcloud.storage.base import Container, StorageDriver
+from libcloud.storage.drivers.local import LocalStorageDriver
+from libcloud.storage.drivers.minio import MinIOConnectionAWS4, MinIOStorageDriver
+from libcloud.storage.types import (
+    ContainerAlreadyExistsError,
+    ContainerDoesNotExistError,
+    ObjectDoesNotExistError,
+)
+
+from orchestrator.errors import ConfigError, FatalError
+from providers.base import ObjectNotFound, ObjectStore, StoredObject, check_object_key
+
+#: Staging directory inside each LOCAL container; never listed.
+STAGING_DIR = ".exitplan-partial"
+#: Staging copies older than this are leftovers of a killed run.
+_STALE_STAGING_SECONDS = 3600.0
+
+_CHUNK = 1024 * 1024
+
+
+class _Measured:
+    """Wraps a chunk iterator: counts and hashes what the store consumed, and
+    remembers whether it ended cleanly.
+
+    The remembering matters: libcloud's LOCAL driver without locking
+    (``NoOpLockLocalStorage.__exit__`` returns the exception) swallows any
+    error raised while it consumes the stream, so a failed source would look
+    like a short, successful upload. We never trust the driver on this.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                self.size += len(chunk)
+                self.sha256.update(chunk)
+                yield chunk
+        except BaseException as exc:
+            self.error = exc
+            raise
+        self.finished = True
+
+    def raise_unless_finished(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self.finished:
+            raise RuntimeError("the store stopped reading before the stream ended")
+
+
+class LocalObjectStore(ObjectStore):
+    """A directory, through libcloud's LOCAL driver, with atomic publish.
+
+    libcloud's LOCAL driver writes straight to the final path, so a crash
+    would leave a truncated file under the real name. We upload through the
+    driver to a staging name in the same container (same file system) and
+    ``os.replace`` it onto the final path once the stream is complete.
+    """
+
+    capabilities = frozenset({"ranged_get", "delete", "sha256"})
+
+    def __init__(self, name: str, path: str | Path) -> None:
+        super().__init__(name)
+        self.base_path = Path(path).resolve()
+        try:
+            self.base_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"destination {name!r}: cannot create directory {self.base_path}: "
+                f"{exc.strerror}; choose a writable storage.path"
+            ) from exc
+        # Each put writes its own staging name, so libcloud's per-path
+        # inter-process locks would only cost a lock file per object.
+        self._driver: LocalStorageDriver = LocalStorageDriver(
+            str(self.base_path), ex_use_locking=False
+        )
+        self._containers: dict[str, Container] = {}
+
+    def describe(self) -> str:
+        return f"local:{self.base_path}"
+
+    def _container(self, group: str, create: bool) -> Container | None:
+        container = self._containers.get(group)
+        if container is not None:
+            return container
+        try:
+            container = self._driver.get_container(group)
+        except ContainerDoesNotExistError:
+            if not create:
+                return None
+            try:
+                container = self._driver.create_container(group)
+            except ContainerAlreadyExistsError:  # another worker won the race
+                container = self._driver.get_container(group)
+            self._remove_stale_staging(group)
+        self._containers[group] = container
+        return container
+
+    def _remove_stale_staging(self, group: str) -> None:
+        staging = self.base_path / group / STAGING_DIR
+        if not staging.is_dir():
+            return
+        cutoff = time.time() - _STALE_STAGING_SECONDS
+        for leftover in staging.iterdir():
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def _split(key: str) -> tuple[str, str]:
+        check_object_key(key)
+        group, sep, rest = key.partition("/")
+        if not sep:
+            raise ValueError(f"object key {key!r} needs a group: 'group/name'")
+        return group, rest
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        group, rest = self._split(key)
+        container = self._container(group, create=True)
+        assert container is not None
+        staging_name = f"{STAGING_DIR}/{uuid.uuid4().hex}"
+        staging_path = self.base_path / group / staging_name
+        final_path = self.base_path / group / rest
+        measured = _Measured(chunks)
+        try:
+            self._driver.upload_object_via_stream(iter(measured), container, staging_name)
+            measured.raise_unless_finished()
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging_path, final_path)
+        except BaseException:
+            staging_path.unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, size=measured.size, sha256=measured.sha256.hexdigest())
+
+    def stat(self, key: str) -> StoredObject | None:
+        group, rest = self._split(key)
+        try:
+            obj = self._driver.get_object(group, rest)
+        except (ObjectDoesNotExistError, ContainerDoesNotExistError):
+            return None
+        except LibcloudError:  # a directory where an object was expected
+            return None
+        return StoredObject(key=key, size=int(obj.size))
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        group, rest = self._split(key)
+        try:
+            obj = self._driver.get_object(group, rest)
+        except (ObjectDoesNotExistError, ContainerDoesNotExistError) as exc:
+            raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
+        if start == 0 and end is None:
+            return iter(self._driver.download_object_as_stream(obj, chunk_size=_CHUNK))
+        return iter(
+            self._driver.download_object_range_as_stream(
+                obj, start_bytes=start, end_bytes=end, chunk_size=_CHUNK
+            )
+        )
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        for container in self._driver.iterate_containers():
+            for obj in self._driver.iterate_container_objects(container):
+                if obj.name.startswith(STAGING_DIR + "/"):
+                    continue
+                key = f"{container.name}/{obj.name}"
+                if key.startswith(prefix):
+                    yield StoredObject(key=key, size=int(obj.size))
+
+    def delete(self, key: str) -> None:
+        group, rest = self._split(key)
+        try:
+            obj = self._driver.get_object(group, rest)
+        except (ObjectDoesNotExistError, ContainerDoesNotExistError):
+            return
+        self._driver.delete_object(obj)
+
+
+class S3CompatibleObjectStore(ObjectStore):
+    """One bucket at any S3-compatible endpoint, through libcloud's MinIO driver.
+
+    Uploads are streamed as multipart uploads; libcloud aborts the upload when
+    the stream raises, so nothing partial is ever visible.
+    """
+
+    capabilities = frozenset({"ranged_get", "delete"})
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str,
+        container: str,
+        key: str,
+        secret: str,
+        port: int | None = None,
+        secure: bool = True,
+        region: str = "us-east-1",
+    ) -> None:
+        super().__init__(name)
+        self.host = host
+        self.port = port
+        self.secure = secure
+        self.bucket = container
+        self._driver = _make_s3_driver(host, port, secure, key, secret, region)
+        try:
+            self._bucket: Container = self._driver.get_container(container)
+        except ContainerDoesNotExistError:
+            self._bucket = self._driver.create_container(container)
+        except LibcloudError as exc:
+            raise FatalError(
+                f"destination {name!r}: cannot reach bucket {container!r} at "
+                f"{self.describe()}: {type(exc).__name__}; check host, port and credentials"
+            ) from None
+
+    def describe(self) -> str:
+        scheme = "https" if self.secure else "http"
+        port = f":{self.port}" if self.port else ""
+        return f"s3:{scheme}://{self.host}{port}/{self.bucket}"
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        check_object_key(key)
+        measured = _Measured(chunks)
+        obj = self._driver.upload_object_via_stream(iter(measured), self._bucket, key)
+        measured.raise_unless_finished()
+        return StoredObject(key=key, size=int(obj.size), sha256=measured.sha256.hexdigest())
+
+    def stat(self, key: str) -> StoredObject | None:
+        try:
+            obj = self._driver.get_object(self.bucket, key)
+        except ObjectDoesNotExistError:
+            return None
+        return StoredObject(key=key, size=int(obj.size))
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        try:
+            obj = self._driver.get_object(self.bucket, key)
+        except ObjectDoesNotExistError as exc:
+            raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
+        if start == 0 and end is None:
+            return iter(self._driver.download_object_as_stream(obj, chunk_size=_CHUNK))
+        return iter(
+            self._driver.download_object_range_as_stream(
+                obj, start_bytes=start, end_bytes=end, chunk_size=_CHUNK
+            )
+        )
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        for obj in self._driver.iterate_container_objects(self._bucket, prefix=prefix or None):
+            yield StoredObject(key=obj.name, size=int(obj.size))
+
+    def delete(self, key: str) -> None:
+        try:
+            obj = self._driver.get_object(self.bucket, key)
+        except ObjectDoesNotExistError:
+            return
+        self._driver.delete_object(obj)
+
+
+def _make_s3_driver(
+    host: str, port: int | None, secure: bool, key: str, secret: str, region: str
+) -> StorageDriver:
+    # libcloud's MinIO driver stores the host on its connection *class*, so two
+    # destinations at different hosts would share one. A subclass per store
+    # keeps each host its own.
+    connection_cls = type("_ExitplanS3Connection", (MinIOConnectionAWS4,), {"host": host})
+    driver_cls = type(
+        "_ExitplanS3Driver",
+        (MinIOStorageDriver,),
+        {"connectionCls": connection_cls, "region_name": region},
+    )
+    return driver_cls(key=key, secret=secret, secure=secure, host=host, port=port)  # type: ignore[no-any-return]
