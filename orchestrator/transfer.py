@@ -111,9 +111,7 @@ def should_retry(exc: BaseException) -> bool:
         return False
     if isinstance(exc, RetryableError) or aws.should_retry(exc):
         return True
-    return isinstance(
-        exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError
-    )
+    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
 
 def _retry_after_seconds(exc: BaseException | None) -> float:
@@ -265,10 +263,12 @@ class TransferEngine:
                         if not self.journal.is_verified(d.name, item.idem_key)
                     ]
                     if not pending:
+                        exporter.item_settled(item, "skipped")
                         self.progress.skipped(kind, item.size or 0)
                         self.events.emit(
-                            ItemFinished(kind=kind, key=item.dest_key, size=item.size or 0,
-                                         status="skipped")
+                            ItemFinished(
+                                kind=kind, key=item.dest_key, size=item.size or 0, status="skipped"
+                            )
                         )
                         continue
                     while len(in_flight) >= window:
@@ -324,13 +324,19 @@ class TransferEngine:
         except Exception as exc:  # one item's failure must not stop the evacuation
             last_error = exc
         if remaining:
+            exporter.item_settled(item, "failed")
             message = _describe_error(last_error)
             for destination in remaining:
                 self.journal.mark_failed(destination.name, item.idem_key, message)
             self.progress.failed(item.kind)
             self.events.emit(
-                ItemFinished(kind=item.kind, key=item.dest_key, size=item.size or 0,
-                             status="failed", error=message)
+                ItemFinished(
+                    kind=item.kind,
+                    key=item.dest_key,
+                    size=item.size or 0,
+                    status="failed",
+                    error=message,
+                )
             )
             log.warning("gave up on %s: %s", item.dest_key, message)
 
@@ -376,15 +382,20 @@ class TransferEngine:
                 source_checksum=hashing.source_checksum,
             )
         if not failed:
+            exporter.item_settled(item, "verified")
             self.progress.done(item.kind, hashing.size)
             self.events.emit(
-                ItemFinished(kind=item.kind, key=item.dest_key, size=hashing.size, status="verified")
+                ItemFinished(
+                    kind=item.kind, key=item.dest_key, size=hashing.size, status="verified"
+                )
             )
         elif error is not None and isinstance(error, Cancelled):
             raise error
         return failed, error
 
-    def _check_stored(self, destination: Destination, stored: StoredObject, hashing: _Hashing) -> None:
+    def _check_stored(
+        self, destination: Destination, stored: StoredObject, hashing: _Hashing
+    ) -> None:
         sha = hashing.sha256.hexdigest()
         if stored.size != hashing.size or (stored.sha256 is not None and stored.sha256 != sha):
             raise ChecksumMismatch(

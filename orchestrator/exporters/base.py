@@ -11,9 +11,9 @@ kind of resource is resumable and verified in the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from orchestrator.errors import ConfigError
 from providers.aws import AwsAccount
@@ -57,12 +57,20 @@ class SourceStream(ABC):
         """Release the connection behind the stream, if any."""
 
 
+class TierOf(Protocol):
+    """The planner's answer to "how important is this source?" (see planner.Prioritizer)."""
+
+    def __call__(self, source: Mapping[str, Any]) -> str: ...
+
+    def rank(self, source: Mapping[str, Any]) -> int: ...
+
+
 class Exporter(ABC):
     """Turns one kind of resource into export items."""
 
     kind: ClassVar[str]
 
-    def __init__(self, account: AwsAccount, *, tier_of: Callable[[Mapping[str, Any]], str]):
+    def __init__(self, account: AwsAccount, *, tier_of: TierOf) -> None:
         self.account = account
         #: Maps an item's ``source`` description to its priority tier.
         self.tier_of = tier_of
@@ -74,6 +82,14 @@ class Exporter(ABC):
     @abstractmethod
     def open(self, item: ExportItem) -> SourceStream:
         """Open one item for reading. Retry-safe: yes (each call reads afresh)."""
+
+    def item_settled(self, item: ExportItem, status: str) -> None:  # noqa: B027 - optional hook
+        """Told by the engine when an item is done with: ``verified``, ``skipped``
+        (already verified at every destination) or ``failed`` (retries spent).
+
+        Exporters whose items depend on each other use it so that a dependent
+        item never waits for one that will not be read in this run.
+        """
 
     def describe(self) -> str:
         return self.kind
