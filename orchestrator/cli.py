@@ -72,7 +72,9 @@ class PlainRenderer:
         if isinstance(event, StepStarted):
             line = f"step {event.step}: started"
         elif isinstance(event, StepFinished):
-            line = f"step {event.step}: {event.status}" + (f" ({event.detail})" if event.detail else "")
+            line = f"step {event.step}: {event.status}" + (
+                f" ({event.detail})" if event.detail else ""
+            )
         elif isinstance(event, ItemFinished) and event.status == "failed":
             line = f"failed {event.key}: {event.error}"
         elif isinstance(event, RunWarning):
@@ -141,9 +143,7 @@ class RichRenderer:
     def __call__(self, event: Event) -> None:
         if isinstance(event, ItemFinished):
             task = self._task(event.kind)
-            if event.status == "skipped":
-                self.progress.advance(task, event.size)
-            elif event.status == "verified":
+            if event.status == "skipped" or event.status == "verified":
                 self.progress.advance(task, event.size)
             else:
                 self.console.print(f"[red]failed[/] {event.key}: {event.error}")
@@ -172,10 +172,7 @@ class RichRenderer:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    if args.config:
-        config = load_config(Path(args.config))
-    else:
-        config = default_sandbox_config(Path.cwd())
+    config = load_config(Path(args.config)) if args.config else default_sandbox_config(Path.cwd())
     overrides: dict[str, Any] = {}
     if getattr(args, "workspace", None):
         overrides["workspace"] = Path(args.workspace).resolve()
@@ -192,7 +189,9 @@ def _load(args: argparse.Namespace) -> Config:
     return type(config)(**{**config.__dict__, **overrides})
 
 
-def _deadline(args: argparse.Namespace, config: Config, clock: Clock, required: bool) -> datetime | None:
+def _deadline(
+    args: argparse.Namespace, config: Config, clock: Clock, required: bool
+) -> datetime | None:
     text = getattr(args, "deadline", None)
     name = "--deadline"
     if not text and config.deadline:
@@ -237,15 +236,15 @@ def cmd_inventory(args: argparse.Namespace, clock: Clock) -> int:
             out = sys.stdout
             out.write("[")
             for index, fact in enumerate(collect_inventory(account)):
-                out.write(("," if index else "") + "\n  " + json.dumps(fact_to_json(fact), sort_keys=True))
+                out.write(
+                    ("," if index else "") + "\n  " + json.dumps(fact_to_json(fact), sort_keys=True)
+                )
             out.write("\n]\n")
             return 0
-        facts = []
 
         def remember(stream: Any) -> Any:
             for fact in stream:
                 print(f"{fact.region:<12} {fact.kind:<14} {fact.id}  {_fact_note(fact.attributes)}")
-                facts.append(None)
                 yield fact
 
         summary = summarize_inventory(remember(collect_inventory(account)))
@@ -257,27 +256,46 @@ def cmd_inventory(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def _fact_note(attributes: dict[str, Any]) -> str:
-    keys = ("objects", "bytes", "instance_type", "engine", "item_count", "record_count", "type", "size_gib", "versioning")
+    keys = (
+        "objects",
+        "bytes",
+        "instance_type",
+        "engine",
+        "item_count",
+        "record_count",
+        "type",
+        "size_gib",
+        "versioning",
+    )
     parts = [f"{k}={attributes[k]}" for k in keys if k in attributes]
     return " ".join(parts)
 
 
 def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | None) -> int:
-    from orchestrator.migration import MigrationRequest, plan_summary, prioritizer_for, run_migration
     from orchestrator.exporters.base import exporter_kinds
+    from orchestrator.migration import (
+        MigrationRequest,
+        plan_summary,
+        prioritizer_for,
+        run_migration,
+    )
 
     config = _load(args)
     deadline = _deadline(args, config, clock, required=args.command == "migrate" and not resume_run)
     if getattr(args, "dry_run", False):
         prioritizer = prioritizer_for(config)
         print("dry run: nothing will be copied or written")
-        print(f"source:       {'built-in sandbox (moto)' if config.source.aws.sandbox else ', '.join(config.source.aws.regions)}")
+        print(
+            f"source:       {'built-in sandbox (moto)' if config.source.aws.sandbox else ', '.join(config.source.aws.regions)}"
+        )
         for destination in config.destinations:
             print(f"destination:  {destination.name} ({destination.driver})")
         for entry in plan_summary(prioritizer, list(exporter_kinds())):
             print(f"export {entry['order']}:     {entry['kind']}")
         if deadline is not None:
-            print(f"deadline:     {deadline.isoformat()} (in {format_duration(deadline - clock.now())})")
+            print(
+                f"deadline:     {deadline.isoformat()} (in {format_duration(deadline - clock.now())})"
+            )
         return 0
     invocation = {
         "config": str(Path(args.config).resolve()) if args.config else None,
@@ -331,13 +349,17 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
             f"{_human_bytes(kind['saved_bytes']):>11} saved "
             f"({kind['already_verified_items']} already verified, {kind['failed_items']} failed) {state}"
         )
-    print(f"  saved {totals['saved_items']} items, {_human_bytes(totals['saved_bytes'])}; copied this run {_human_bytes(totals['copied_bytes'])}")
+    print(
+        f"  saved {totals['saved_items']} items, {_human_bytes(totals['saved_bytes'])}; copied this run {_human_bytes(totals['copied_bytes'])}"
+    )
     for destination in report["destinations"]:
         print(f"  destination {destination['name']}: {destination['where']}")
     deadline = report["deadline"]
     if deadline.get("deadline"):
         verdict = "met" if deadline["met"] else "MISSED"
-        print(f"  deadline {deadline['deadline']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})")
+        print(
+            f"  deadline {deadline['deadline']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})"
+        )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
     print(f"  report: {path}")
@@ -358,7 +380,9 @@ def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
         run = journal.get_run(args.run)
     if run is None:
         raise ConfigError(
-            f"no run {args.run!r} in {journal.path}" if args.run else f"no runs in {journal.path} to resume"
+            f"no run {args.run!r} in {journal.path}"
+            if args.run
+            else f"no runs in {journal.path} to resume"
         )
     if run.status == "done":
         print(f"run {run.id} is already done; nothing to resume")
@@ -378,7 +402,9 @@ def _existing_journal(config: Config) -> Any:
 
     path = Path(config.workspace) / "journal.sqlite"
     if not path.exists():
-        raise ConfigError(f"no journal at {path}: run `exitplan migrate` first, or pass --workspace")
+        raise ConfigError(
+            f"no journal at {path}: run `exitplan migrate` first, or pass --workspace"
+        )
     return Journal(path)
 
 
@@ -412,14 +438,20 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
             "kinds": [k.__dict__ for k in kinds],
             "bytes_per_second": round(outlook.bytes_per_second, 1),
             "remaining_bytes": outlook.remaining_bytes,
-            "projected_finish": outlook.projected_finish.isoformat() if outlook.projected_finish else None,
+            "projected_finish": outlook.projected_finish.isoformat()
+            if outlook.projected_finish
+            else None,
             "will_make_it": outlook.will_make_it,
-            "steps": [{"name": n, "status": s, "detail": d} for n, s, _, _, d in journal.steps(run.id)],
+            "steps": [
+                {"name": n, "status": s, "detail": d} for n, s, _, _, d in journal.steps(run.id)
+            ],
         }
     if args.output == "json":
         print(json.dumps(data, indent=2))
         return 0
-    print(f"run {run.id} ({run.command}): {run.status}, started {run.started_at:%Y-%m-%d %H:%M:%S %Z}")
+    print(
+        f"run {run.id} ({run.command}): {run.status}, started {run.started_at:%Y-%m-%d %H:%M:%S %Z}"
+    )
     for step in data["steps"]:
         print(f"  step {step['name']:<16} {step['status']:<10} {step['detail']}")
     for k in kinds:
@@ -449,7 +481,9 @@ def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
     if args.destination:
         destinations = [d for d in destinations if d.name == args.destination]
         if not destinations:
-            raise ConfigError(f"--destination {args.destination!r}: no such destination in the config")
+            raise ConfigError(
+                f"--destination {args.destination!r}: no such destination in the config"
+            )
     ok = True
     with _existing_journal(config) as journal:
         for destination in destinations:
@@ -469,8 +503,13 @@ def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", metavar="FILE", help="exitplan YAML config (default: the built-in sandbox)")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="exitplan YAML config (default: the built-in sandbox)",
+    )
     common.add_argument("--workspace", metavar="DIR", help="where the journal and reports live")
     common.add_argument("--verbose", "-v", action="store_true", help="log details to stderr")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress output")
@@ -488,9 +527,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", "export everything to the destinations (deadline optional)"),
     ):
         p = sub.add_parser(name, parents=[common], help=helptext)
-        p.add_argument("--deadline", help='e.g. "+30h", "2021-01-10T23:59-08:00", "2021-01-10 23:59 PST"')
-        p.add_argument("--dry-run", action="store_true", help="show the plan; copy and write nothing")
-        p.add_argument("--concurrency", type=int, help="parallel transfers (default from config: 32)")
+        p.add_argument(
+            "--deadline", help='e.g. "+30h", "2021-01-10T23:59-08:00", "2021-01-10 23:59 PST"'
+        )
+        p.add_argument(
+            "--dry-run", action="store_true", help="show the plan; copy and write nothing"
+        )
+        p.add_argument(
+            "--concurrency", type=int, help="parallel transfers (default from config: 32)"
+        )
         p.add_argument("--bwlimit", help="cap on bytes read per second, e.g. 50MiB")
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.set_defaults(func=cmd_migrate)
@@ -513,7 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("verify", parents=[common], help="re-read every saved object and check its sha256")
+    p = sub.add_parser(
+        "verify", parents=[common], help="re-read every saved object and check its sha256"
+    )
     p.add_argument("--destination", help="only this destination")
     p.set_defaults(func=cmd_verify)
 
@@ -540,6 +587,14 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     except KeyboardInterrupt:
         print("exitplan: interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
+        logging.getLogger("exitplan").debug("internal error", exc_info=True)
+        print(
+            f"exitplan: internal error: {type(exc).__name__}: {exc}\n"
+            "the journal is consistent; `exitplan resume` carries on. Rerun with -v for details.",
+            file=sys.stderr,
+        )
+        code = 1
     return code
 
 

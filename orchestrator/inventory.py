@@ -102,6 +102,14 @@ class InventorySummary:
     def total_bytes(self) -> int:
         return sum(t.bytes for t in self.by_kind.values())
 
+    def as_counts(self) -> dict[str, dict[str, int]]:
+        """Kinds that have any facts, as plain numbers for reports and the CLI."""
+        return {
+            kind: {"count": t.count, "bytes": t.bytes, "items": t.items}
+            for kind, t in self.by_kind.items()
+            if t.count
+        }
+
 
 def summarize_inventory(facts: Iterable[Fact]) -> InventorySummary:
     """Sum facts per kind in one pass (``facts`` may be the live stream)."""

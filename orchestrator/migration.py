@@ -197,8 +197,13 @@ def _run(
         return _Step(name, run_id, journal, events)
 
     with step("inventory") as s:
-        summary = _take_inventory(account, directory / "inventory.jsonl")
-        s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(summary.items()))
+        try:
+            summary = _take_inventory(account, directory / "inventory.jsonl")
+            s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(summary.items()))
+        except Exception as exc:  # the exporters list for themselves: carry on without it
+            log.exception("inventory failed")
+            s.status, s.detail = "failed", f"{type(exc).__name__}: {exc}"
+            events.emit(RunWarning(message=f"inventory failed, exporting anyway: {exc}"))
     with step("plan") as s:
         s.detail = " -> ".join(entry["kind"] for entry in plan)
 

@@ -296,4 +296,4 @@ def _make_s3_driver(
         (MinIOStorageDriver,),
         {"connectionCls": connection_cls, "region_name": region},
     )
-    return driver_cls(key=key, secret=secret, secure=secure, host=host, port=port)  # type: ignore[no-any-return]
+    return driver_cls(key=key, secret=secret, secure=secure, host=host, port=port)

@@ -50,7 +50,9 @@ class Harness:
         self.run_id = self.journal.start_run("migrate", None, {})
         self.events = EventBus()
         self.seen: list[ItemFinished] = []
-        self.events.subscribe(lambda e: self.seen.append(e) if isinstance(e, ItemFinished) else None)
+        self.events.subscribe(
+            lambda e: self.seen.append(e) if isinstance(e, ItemFinished) else None
+        )
         self.progress = RunProgress(
             run_id=self.run_id,
             journal=self.journal,

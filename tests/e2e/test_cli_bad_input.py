@@ -1,0 +1,97 @@
+"""Bad input: one clear message naming file:line or the field and the fix, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+
+GOOD = """\
+source:
+  aws:
+    regions: [us-east-1]
+    endpoint_url: http://127.0.0.1:9
+destinations:
+  - name: vault
+    storage: {driver: local, path: ./vault}
+"""
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    before = tree(workdir)
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert tree(workdir) == before, "bad input must change nothing"
+    assert err.count("exitplan: error:") == 1
+    return err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (GOOD.replace("regions: [us-east-1]", "regions: [us-east-1"), "config.yaml:"),
+        (GOOD + "deadlnie: +3h\n", "config.yaml:8:1: deadlnie"),
+        (GOOD.replace("regions: [us-east-1]", "regions: 7"), "config.yaml:3:"),
+        (GOOD.replace("    storage: {driver: local, path: ./vault}\n", ""), "storage"),
+        (GOOD.replace("./vault", '"${EXITPLAN_TEST_UNSET_VAR}"'), "EXITPLAN_TEST_UNSET_VAR"),
+    ],
+    ids=["malformed-yaml", "unknown-key", "wrong-type", "missing-field", "unset-env"],
+)
+def test_bad_config_exits_2_naming_the_place(workdir, capsys, text, expected):
+    (workdir / "config.yaml").write_text(text)
+    err = run_bad(workdir, capsys, "migrate", "--config", "config.yaml", "--deadline", "+1h")
+    assert expected in err
+
+
+def test_unknown_key_suggests_the_fix(workdir, capsys):
+    (workdir / "config.yaml").write_text(GOOD + "deadlnie: +3h\n")
+    err = run_bad(workdir, capsys, "config", "validate", "config.yaml")
+    assert "deadline" in err.split("deadlnie", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "expected"),
+    [
+        ("2021-01-10T23:59-08:00", "in the past"),
+        ("next tuesday", "--deadline"),
+        ("2021-01-10 23:59", "offset"),
+    ],
+)
+def test_bad_deadline_exits_2_and_writes_nothing(workdir, capsys, deadline, expected):
+    err = run_bad(workdir, capsys, "migrate", "--deadline", deadline)
+    assert expected in err
+
+
+def test_migrate_without_a_deadline_says_how_to_give_one(workdir, capsys):
+    err = run_bad(workdir, capsys, "migrate")
+    assert "--deadline" in err
+
+
+def test_missing_credentials_exit_2_and_name_the_fix(workdir, capsys, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(workdir / "no-such-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(workdir / "no-such-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    (workdir / "config.yaml").write_text(GOOD)
+    err = run_bad(workdir, capsys, "migrate", "--config", "config.yaml", "--deadline", "+1h")
+    assert "AWS_ACCESS_KEY_ID" in err
+
+
+def test_unknown_command_is_a_usage_error(workdir, capsys):
+    run_bad(workdir, capsys, "evacuate")

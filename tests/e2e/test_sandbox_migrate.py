@@ -1,0 +1,153 @@
+"""`exitplan migrate` on the built-in sandbox, as a user runs it: a new process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.exporters.s3 import destination_key
+from orchestrator.sandbox import sandbox_account
+
+pytestmark = pytest.mark.e2e
+
+EXITPLAN = [sys.executable, "-m", "orchestrator.cli"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def exitplan(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [*EXITPLAN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_sandbox_copied_byte_identical(vault: Path) -> int:
+    """Every object version in the sandbox account is in the vault with the same sha256."""
+    checked = 0
+    with sandbox_account() as account:
+        s3 = account.client("s3")
+        for bucket in (b["Name"] for b in s3.list_buckets()["Buckets"]):
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+                for version in page.get("Versions", []):
+                    vid = version.get("VersionId")
+                    vid = None if vid in (None, "null") else vid
+                    body = s3.get_object(
+                        Bucket=bucket, Key=version["Key"], **({"VersionId": vid} if vid else {})
+                    )["Body"].read()
+                    key = destination_key(bucket, version["Key"], vid, bool(version["IsLatest"]))
+                    path = vault / key
+                    assert path.is_file(), f"{key} is missing"
+                    assert sha256_of(path) == hashlib.sha256(body).hexdigest(), key
+                    checked += 1
+    return checked
+
+
+@pytest.fixture(scope="module")
+def migrated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    cwd = tmp_path_factory.mktemp("sandbox")
+    result = exitplan(cwd, "migrate", "--deadline", "+2h")
+    return cwd, result
+
+
+def test_migrate_on_the_sandbox_exits_0_and_reports(migrated):
+    cwd, result = migrated
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "deadline" in result.stdout and "met" in result.stdout
+    [report_path] = (cwd / ".exitplan" / "runs").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "done"
+    assert report["deadline"]["met"] is True
+    kinds = {k["kind"]: k for k in report["kinds"]}
+    assert kinds["s3"]["complete"] and kinds["s3"]["saved_items"] >= 2000
+    assert report["totals"]["failed_items"] == 0
+
+
+def test_every_sandbox_object_is_byte_identical_to_the_source(migrated):
+    cwd, result = migrated
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert assert_sandbox_copied_byte_identical(cwd / "exitplan-sandbox") >= 2000
+
+
+def test_the_zone_file_and_tables_are_exported(migrated):
+    cwd, _ = migrated
+    vault = cwd / "exitplan-sandbox"
+    zone = (vault / "route53" / "microblog.example.zone").read_text()
+    assert "$ORIGIN microblog.example." in zone
+    assert list((vault / "dynamodb").rglob("microblog-sessions.jsonl.gz"))
+    manifest = (vault / "manifest" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) >= 2000
+    row = json.loads(manifest[0])
+    assert {"key", "size", "sha256", "source_checksum", "source"} <= set(row)
+
+
+def test_a_second_run_copies_no_verified_object_again(migrated):
+    cwd, first = migrated
+    assert first.returncode == 0
+    second = exitplan(cwd, "migrate", "--deadline", "+2h", "--output", "json")
+    assert second.returncode == 0, second.stderr[-3000:]
+    report = json.loads(second.stdout)
+    s3 = next(k for k in report["kinds"] if k["kind"] == "s3")
+    assert s3["copied_this_run_items"] == 0
+    assert s3["already_verified_items"] == s3["listed_items"]
+
+
+def verified_count(journal: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM items WHERE state='verified' AND kind='s3'"
+            ).fetchone()
+            return int(row[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_sigkill_during_export_then_resume_copies_nothing_verified_again(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # A bandwidth cap keeps the export going long enough to be killed in the middle.
+    proc = subprocess.Popen(
+        [*EXITPLAN, "migrate", "--deadline", "+2h", "--bwlimit", "6MiB", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = tmp_path / ".exitplan" / "journal.sqlite"
+    give_up = time.monotonic() + 240
+    try:
+        while verified_count(journal) < 300:
+            assert proc.poll() is None, f"exited early: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < give_up, "the export never got going"
+            time.sleep(0.2)  # polling a condition, not waiting for time to pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    at_kill = verified_count(journal)
+    assert proc.returncode == -signal.SIGKILL
+
+    resumed = exitplan(tmp_path, "resume", "--output", "json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads(resumed.stdout)
+    s3 = next(k for k in report["kinds"] if k["kind"] == "s3")
+    assert s3["complete"]
+    # Everything the killed run had verified is skipped, not copied again.
+    assert s3["already_verified_items"] >= at_kill
+    assert s3["already_verified_items"] + s3["copied_this_run_items"] == s3["listed_items"]
+    assert s3["copied_this_run_items"] < s3["listed_items"]
+    assert_sandbox_copied_byte_identical(tmp_path / "exitplan-sandbox")
