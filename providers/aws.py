@@ -9,14 +9,16 @@ would make the client look up ``bucket.127.0.0.1`` in outside DNS.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, RetryableError
+
+T = TypeVar("T")
 
 #: Error codes AWS uses for throttling and passing server trouble.
 _RETRYABLE_CODES = frozenset(
@@ -51,6 +53,16 @@ def should_retry(exc: BaseException) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return code in _RETRYABLE_CODES or status >= 500
     return False
+
+
+def call_aws(what: str, fn: Callable[[], T]) -> T:
+    """Call ``fn``; a failure worth retrying becomes RetryableError naming ``what``."""
+    try:
+        return fn()
+    except Exception as exc:
+        if should_retry(exc):
+            raise RetryableError(f"{what}: {exc}") from exc
+        raise
 
 
 class AwsAccount:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from libcloud.common.types import LibcloudError
-from libcloud.storage.base import Container, StorageDriver
+from libcloud.storage.base import Container, Object, StorageDriver
 from libcloud.storage.drivers.local import LocalStorageDriver
 from libcloud.storage.drivers.minio import MinIOConnectionAWS4, MinIOStorageDriver
 from libcloud.storage.types import (
@@ -177,13 +177,7 @@ class LocalObjectStore(ObjectStore):
             obj = self._driver.get_object(group, rest)
         except (ObjectDoesNotExistError, ContainerDoesNotExistError) as exc:
             raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
-        if start == 0 and end is None:
-            return iter(self._driver.download_object_as_stream(obj, chunk_size=_CHUNK))
-        return iter(
-            self._driver.download_object_range_as_stream(
-                obj, start_bytes=start, end_bytes=end, chunk_size=_CHUNK
-            )
-        )
+        return _download(self._driver, obj, start, end)
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         for container in self._driver.iterate_containers():
@@ -264,13 +258,7 @@ class S3CompatibleObjectStore(ObjectStore):
             obj = self._driver.get_object(self.bucket, key)
         except ObjectDoesNotExistError as exc:
             raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
-        if start == 0 and end is None:
-            return iter(self._driver.download_object_as_stream(obj, chunk_size=_CHUNK))
-        return iter(
-            self._driver.download_object_range_as_stream(
-                obj, start_bytes=start, end_bytes=end, chunk_size=_CHUNK
-            )
-        )
+        return _download(self._driver, obj, start, end)
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         for obj in self._driver.iterate_container_objects(self._bucket, prefix=prefix or None):
@@ -282,6 +270,16 @@ class S3CompatibleObjectStore(ObjectStore):
         except ObjectDoesNotExistError:
             return
         self._driver.delete_object(obj)
+
+
+def _download(driver: StorageDriver, obj: Object, start: int, end: int | None) -> Iterator[bytes]:
+    if start == 0 and end is None:
+        return iter(driver.download_object_as_stream(obj, chunk_size=_CHUNK))
+    return iter(
+        driver.download_object_range_as_stream(
+            obj, start_bytes=start, end_bytes=end, chunk_size=_CHUNK
+        )
+    )
 
 
 def _make_s3_driver(

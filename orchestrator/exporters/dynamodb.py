@@ -42,7 +42,7 @@ from typing import IO, Any, ClassVar
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
 from orchestrator.exporters.base import Exporter, ExportItem, SourceStream, TierOf
-from providers.aws import AwsAccount, should_retry
+from providers.aws import AwsAccount, call_aws, should_retry
 
 #: Format marker of the meta file; bump when its shape changes.
 META_FORMAT = "exitplan.dynamodb.meta/1"
@@ -340,12 +340,7 @@ class DynamoDbExporter(Exporter):
         self._tables: dict[tuple[str, str], _TableState] = {}
 
     def _aws(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except Exception as exc:
-            if should_retry(exc):
-                raise RetryableError(f"{what}: {exc}") from exc
-            raise
+        return call_aws(what, fn)
 
     def list_items(self) -> Iterator[ExportItem]:
         """Per table, the data item then its meta item (the meta waits for the data)."""

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
+from orchestrator.errors import ChecksumMismatch, FatalError
 from orchestrator.exporters.base import Exporter, ExportItem, SourceStream, TierOf
-from providers.aws import AwsAccount, should_retry
+from providers.aws import AwsAccount, call_aws
 from providers.dns import AliasTarget, RecordSet, absolute_name, canonical_value
 
 #: Format marker of the JSON file; bump when its shape changes.
@@ -227,12 +227,7 @@ class Route53Exporter(Exporter):
         return self.account.client("route53")
 
     def _aws(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except Exception as exc:
-            if should_retry(exc):
-                raise RetryableError(f"{what}: {exc}") from exc
-            raise
+        return call_aws(what, fn)
 
     def _list_zones(self) -> list[dict[str, Any]]:
         pages = self._client().get_paginator("list_hosted_zones").paginate()

@@ -6,7 +6,6 @@ import hashlib
 from collections.abc import Iterator
 
 import pytest
-from moto import mock_aws
 
 from orchestrator.errors import FatalError
 from orchestrator.exporters.route53 import Route53Exporter, parse_zone_json, parse_zone_name
@@ -19,6 +18,7 @@ from providers.dns import (
     apply_zone,
     portable_record_sets,
 )
+from tests.support.aws import moto_account
 from tests.support.powerdns import PowerDnsServer
 from tests.support.powerdns import powerdns as powerdns  # the fixture
 from tests.unit.test_export_route53 import PLAIN_SETS, ZONE, FixedTier, make_zone
@@ -28,16 +28,8 @@ TARGET_NS = ["ns1.exitplan.test.", "ns2.exitplan.test."]
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsAccount]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield AwsAccount(regions=["us-east-1"])
+    with moto_account(monkeypatch, ["us-east-1"]) as account:
+        yield account
 
 
 def exported_zone_json(account: AwsAccount) -> bytes:

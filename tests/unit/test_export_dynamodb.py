@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 from orchestrator.errors import ChecksumMismatch, RetryableError
 from orchestrator.exporters.base import ExportItem, load_exporter
@@ -23,6 +22,7 @@ from orchestrator.exporters.dynamodb import (
     restore_table,
 )
 from providers.aws import AwsAccount
+from tests.support.aws import moto_account
 from tests.unit.test_export_route53 import FixedTier
 
 REGIONS = ["us-east-1", "eu-west-1"]
@@ -31,16 +31,8 @@ ITEMS = 1200
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsAccount]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield AwsAccount(regions=REGIONS)
+    with moto_account(monkeypatch, REGIONS) as account:
+        yield account
 
 
 def typed_item(i: int) -> dict[str, Any]:

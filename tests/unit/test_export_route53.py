@@ -9,13 +9,13 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from orchestrator.errors import ChecksumMismatch
 from orchestrator.exporters.base import ExportItem, load_exporter
 from orchestrator.exporters.route53 import Route53Exporter, parse_zone_json, parse_zone_name
 from providers.aws import AwsAccount
 from providers.dns import absolute_name, canonical_value
+from tests.support.aws import moto_account
 
 ZONE = "shop.example.com"
 
@@ -58,16 +58,8 @@ PLAIN_SETS: list[tuple[str, str, int, list[str]]] = [
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsAccount]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield AwsAccount(regions=["us-east-1"])
+    with moto_account(monkeypatch, ["us-east-1"]) as account:
+        yield account
 
 
 class FixedTier:
