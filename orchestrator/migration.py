@@ -21,7 +21,7 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config
 from orchestrator.errors import Cancelled, ConfigError
 from orchestrator.events import EventBus, RunWarning, StepFinished, StepStarted
-from orchestrator.exporters.base import exporter_kinds, load_exporter
+from orchestrator.exporters.base import ExportContext, exporter_kinds, load_exporter
 from orchestrator.inventory import collect_inventory, fact_to_json, summarize_inventory
 from orchestrator.journal import Journal
 from orchestrator.manifest import publish_manifest
@@ -191,6 +191,11 @@ def _run(
         on_deadline=lambda: cancel.cancel("the deadline passed"),
     )
     plan = plan_summary(prioritizer, list(exporter_kinds()))
+    context = ExportContext(
+        run_id=run_id,
+        scratch_dir=directory / "scratch",
+        recipients={d.name: d.recipients for d in config.destinations if d.recipients},
+    )
     failed_steps: list[str] = []
 
     def step(name: str) -> _Step:
@@ -224,10 +229,7 @@ def _run(
             if cancel.is_set():
                 break
             with step(f"export:{kind}") as s:
-                exporter_cls = load_exporter(kind)
-                exporter = exporter_cls(account, tier_of=prioritizer)
-                if hasattr(exporter, "run_id"):
-                    exporter.run_id = run_id
+                exporter = load_exporter(kind)(account, tier_of=prioritizer, context=context)
                 try:
                     engine.export(exporter)
                 except Cancelled:

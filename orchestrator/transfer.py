@@ -260,7 +260,8 @@ class TransferEngine:
                     pending = [
                         d
                         for d in self.destinations
-                        if not self.journal.is_verified(d.name, item.idem_key)
+                        if (item.destinations is None or d.name in item.destinations)
+                        and not self.journal.is_verified(d.name, item.idem_key)
                     ]
                     if not pending:
                         exporter.item_settled(item, "skipped")

@@ -84,9 +84,44 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; removing a missing object is not an error. Retry-safe: yes."""
 
+    def open_part_writer(self, key: str, size: int, resume_token: str) -> PartWriter:
+        """A writer for an object of ``size`` bytes, written in place (``"part_write"``).
+
+        The same ``resume_token`` (a stable name, e.g. a hash of the item's
+        idempotency key) reopens the staged bytes of an interrupted attempt.
+        Stores without the capability raise NotImplementedError.
+        """
+        raise NotImplementedError(f"{self.describe()} cannot write objects in place")
+
     def describe(self) -> str:
         """A one-line, secret-free description for reports, e.g. ``local:/srv/vault``."""
         return self.name
+
+
+class PartWriter(ABC):
+    """A staged object written in place, part by part, then published whole.
+
+    Obtained from ``ObjectStore.open_part_writer`` on stores that declare the
+    ``"part_write"`` capability. The staged bytes survive a killed process:
+    opening a writer again with the same ``resume_token`` finds them, so an
+    interrupted large object resumes from its completed parts.
+    """
+
+    @abstractmethod
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``; thread-safe for disjoint ranges. Retry-safe: yes."""
+
+    @abstractmethod
+    def read_back(self) -> Iterator[bytes]:
+        """The staged bytes, in order, as they are stored (holes read as zeros)."""
+
+    @abstractmethod
+    def commit(self) -> StoredObject:
+        """Publish atomically under the key; the staging copy is gone afterwards."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Drop the staging copy; nothing is published. Safe to call twice."""
 
 
 def check_object_key(key: str) -> str:

@@ -10,9 +10,11 @@ kind of resource is resumable and verified in the same way.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from orchestrator.errors import ConfigError
@@ -34,6 +36,61 @@ class ExportItem:
     #: Secret-free description of where it came from, for the manifest.
     source: Mapping[str, Any] = field(default_factory=dict)
     tier: str = ""
+    #: Names of the destinations this item goes to; None means every one.
+    #: (An encrypted secrets bundle goes only where recipients are declared.)
+    destinations: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """What exporters may need beyond the account. Holds no secret values."""
+
+    #: The run this export belongs to (part of idempotency keys of items with
+    #: no cheap change marker, such as DynamoDB tables).
+    run_id: str = ""
+    #: Scratch space on this machine, for exporters that must stage (pg_dump).
+    scratch_dir: Path | None = None
+    #: Destination name -> age recipients declared for it (absent: none).
+    recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Where credentials such as PGPASSWORD are looked up; never logged.
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One independently readable range of a ranged item."""
+
+    index: int
+    offset: int
+    length: int
+
+
+class RangedSource(ABC):
+    """An item read as independent parts, in parallel, each written in place.
+
+    Large S3 objects (ranged GETs) and EBS snapshots (one block per part) are
+    read this way. Bytes not covered by any part are zeros, so an image with
+    holes stays sparse at a destination that can write in place.
+    """
+
+    #: Total size of the item in bytes.
+    size: int
+
+    @abstractmethod
+    def parts(self) -> Iterator[Part]:
+        """The parts that hold data, each with a stable index. Retry-safe: yes."""
+
+    @abstractmethod
+    def read_part(self, part: Part) -> bytes:
+        """Read one part, checked against its own checksum where the source has one.
+
+        Raises RetryableError (ChecksumMismatch included) on a transient or
+        damaged read. Retry-safe: yes.
+        """
+
+    @abstractmethod
+    def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
+        """Check the assembled whole, like ``SourceStream.verify``, before publishing."""
 
 
 class SourceStream(ABC):
@@ -70,10 +127,13 @@ class Exporter(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, account: AwsAccount, *, tier_of: TierOf) -> None:
+    def __init__(
+        self, account: AwsAccount, *, tier_of: TierOf, context: ExportContext | None = None
+    ) -> None:
         self.account = account
         #: Maps an item's ``source`` description to its priority tier.
         self.tier_of = tier_of
+        self.context = context or ExportContext()
 
     @abstractmethod
     def list_items(self) -> Iterator[ExportItem]:
@@ -82,6 +142,14 @@ class Exporter(ABC):
     @abstractmethod
     def open(self, item: ExportItem) -> SourceStream:
         """Open one item for reading. Retry-safe: yes (each call reads afresh)."""
+
+    def open_ranged(self, item: ExportItem) -> RangedSource | None:
+        """The item as parallel parts, or None to read it as one stream (the default).
+
+        The engine uses it only when every destination the item goes to can
+        write in place; ``open`` must still work for the others.
+        """
+        return None
 
     def item_settled(self, item: ExportItem, status: str) -> None:  # noqa: B027 - optional hook
         """Told by the engine when an item is done with: ``verified``, ``skipped``

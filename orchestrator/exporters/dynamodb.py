@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import IO, Any, ClassVar
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
-from orchestrator.exporters.base import Exporter, ExportItem, SourceStream, TierOf
+from orchestrator.exporters.base import ExportContext, Exporter, ExportItem, SourceStream, TierOf
 from providers.aws import AwsAccount, call_aws, should_retry
 
 #: Format marker of the meta file; bump when its shape changes.
@@ -320,16 +320,17 @@ class DynamoDbExporter(Exporter):
         account: AwsAccount,
         *,
         tier_of: TierOf,
+        context: ExportContext | None = None,
         run_id: str = "",
         segments: int = 4,
         meta_wait_s: float = 6 * 3600,
         chunk_size: int = _CHUNK,
         page_size: int | None = None,
     ) -> None:
-        super().__init__(account, tier_of=tier_of)
+        super().__init__(account, tier_of=tier_of, context=context)
         if segments < 1:
             raise ValueError("segments must be at least 1")
-        self.run_id = run_id or f"adhoc-{uuid.uuid4().hex}"
+        self.run_id = run_id or self.context.run_id or f"adhoc-{uuid.uuid4().hex}"
         self.segments = segments
         self.meta_wait_s = meta_wait_s
         #: Compressed bytes per yielded chunk (at least; one page may add more).

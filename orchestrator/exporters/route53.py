@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from orchestrator.errors import ChecksumMismatch, FatalError
-from orchestrator.exporters.base import Exporter, ExportItem, SourceStream, TierOf
+from orchestrator.exporters.base import ExportContext, Exporter, ExportItem, SourceStream, TierOf
 from providers.aws import AwsAccount, call_aws
 from providers.dns import AliasTarget, RecordSet, absolute_name, canonical_value
 
@@ -217,8 +217,10 @@ class Route53Exporter(Exporter):
 
     kind: ClassVar[str] = "route53"
 
-    def __init__(self, account: AwsAccount, *, tier_of: TierOf) -> None:
-        super().__init__(account, tier_of=tier_of)
+    def __init__(
+        self, account: AwsAccount, *, tier_of: TierOf, context: ExportContext | None = None
+    ) -> None:
+        super().__init__(account, tier_of=tier_of, context=context)
         self._lock = threading.Lock()
         self._rendered: dict[str, _RenderedZone] = {}
 
