@@ -82,6 +82,12 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at      TEXT NOT NULL,
     PRIMARY KEY (destination, idem_key)
 );
+CREATE TABLE IF NOT EXISTS parts (
+    destination     TEXT NOT NULL,
+    idem_key        TEXT NOT NULL,
+    part_index      INTEGER NOT NULL,
+    PRIMARY KEY (destination, idem_key, part_index)
+);
 CREATE INDEX IF NOT EXISTS items_by_dest_key ON items (destination, dest_key);
 CREATE INDEX IF NOT EXISTS items_by_run ON items (run_id, state);
 """
@@ -390,6 +396,27 @@ class Journal:
             self._pending += 1
             if self._pending >= self.BATCH:
                 self._commit()
+
+    # -- parts of large items ----------------------------------------------
+
+    def done_parts(self, destination: str, idem_key: str) -> set[int]:
+        """Indexes of the parts of an item already written in place at ``destination``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT part_index FROM parts WHERE destination=? AND idem_key=?",
+                (destination, idem_key),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def mark_part_done(self, destination: str, idem_key: str, part_index: int) -> None:
+        """Record a part as written; only after its bytes were handed to the store."""
+        self._write(
+            "INSERT OR IGNORE INTO parts (destination, idem_key, part_index) VALUES (?, ?, ?)",
+            (destination, idem_key, part_index),
+        )
+
+    def clear_parts(self, destination: str, idem_key: str) -> None:
+        self._write("DELETE FROM parts WHERE destination=? AND idem_key=?", (destination, idem_key))
 
     def mark_failed(self, destination: str, idem_key: str, error: str) -> None:
         self._write(

@@ -195,6 +195,7 @@ def _run(
         run_id=run_id,
         scratch_dir=directory / "scratch",
         recipients={d.name: d.recipients for d in config.destinations if d.recipients},
+        part_size=config.transfer.part_size,
     )
     failed_steps: list[str] = []
 

@@ -30,11 +30,11 @@ from tenacity.wait import wait_random_exponential
 
 from orchestrator.errors import Cancelled, ChecksumMismatch, RetryableError
 from orchestrator.events import EventBus, ItemFinished
-from orchestrator.exporters.base import Exporter, ExportItem, SourceStream
+from orchestrator.exporters.base import Exporter, ExportItem, Part, RangedSource, SourceStream
 from orchestrator.journal import Journal
 from orchestrator.progress import RunProgress
 from providers import aws
-from providers.base import ObjectStore, StoredObject
+from providers.base import ObjectStore, PartWriter, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +234,16 @@ class TransferEngine:
             else None
         )
 
+        # Parts of large items are fetched on their own pool: an item worker
+        # waiting on its parts must never wait for a slot in its own pool.
+        self._part_pool = ThreadPoolExecutor(
+            self.settings.concurrency, thread_name_prefix="exitplan-part"
+        )
+
     def close(self) -> None:
         if self._fanout_pool is not None:
             self._fanout_pool.shutdown(wait=True, cancel_futures=True)
+        self._part_pool.shutdown(wait=True, cancel_futures=True)
 
     # -- one exporter ------------------------------------------------------
 
@@ -349,12 +356,15 @@ class TransferEngine:
         self, exporter: Exporter, item: ExportItem, targets: list[Destination]
     ) -> tuple[list[Destination], BaseException | None]:
         """One attempt; returns the destinations still missing the item and why."""
+        if all("part_write" in target.store.capabilities for target in targets):
+            ranged = exporter.open_ranged(item)
+            if ranged is not None:
+                return self._settle_attempt(
+                    exporter, item, *self._copy_ranged_once(item, ranged, targets)
+                )
         stream = exporter.open(item)
-        counted = 0
 
         def on_bytes(nbytes: int) -> None:
-            nonlocal counted
-            counted += nbytes
             self.progress.copied(item.kind, nbytes)
 
         hashing = _Hashing(item, stream, self.cancel, self._limiter, on_bytes)
@@ -382,17 +392,150 @@ class TransferEngine:
                 sha256=hashing.sha256.hexdigest(),
                 source_checksum=hashing.source_checksum,
             )
+        return self._settle_attempt(exporter, item, failed, error, hashing.size)
+
+    def _settle_attempt(
+        self,
+        exporter: Exporter,
+        item: ExportItem,
+        failed: list[Destination],
+        error: BaseException | None,
+        size: int,
+    ) -> tuple[list[Destination], BaseException | None]:
         if not failed:
             exporter.item_settled(item, "verified")
-            self.progress.done(item.kind, hashing.size)
+            self.progress.done(item.kind, size)
             self.events.emit(
-                ItemFinished(
-                    kind=item.kind, key=item.dest_key, size=hashing.size, status="verified"
-                )
+                ItemFinished(kind=item.kind, key=item.dest_key, size=size, status="verified")
             )
         elif error is not None and isinstance(error, Cancelled):
             raise error
         return failed, error
+
+    def _copy_ranged_once(
+        self, item: ExportItem, ranged: RangedSource, targets: list[Destination]
+    ) -> tuple[list[Destination], BaseException | None, int]:
+        """Fetch the parts not yet written, in parallel, in place; then verify and publish.
+
+        Each part is journaled once written at every target, so an attempt
+        cut short (a fault, a kill -9) resumes from the parts it finished. The
+        whole is then re-read from each target and checked before publishing:
+        that read is the end-to-end check of what the store actually holds.
+        """
+        token = hashlib.sha256(item.idem_key.encode()).hexdigest()[:40]
+        writers = {
+            t.name: t.store.open_part_writer(item.dest_key, ranged.size, token) for t in targets
+        }
+        try:
+            done = set.intersection(
+                *(self.journal.done_parts(t.name, item.idem_key) for t in targets)
+            )
+            self._fetch_parts(item, ranged, writers, done)
+        except BaseException:
+            for writer in writers.values():
+                _release(writer)  # keep the staged parts for the next attempt
+            raise
+        failed: list[Destination] = []
+        error: BaseException | None = None
+        size = 0
+        for target in targets:
+            writer = writers[target.name]
+            try:
+                md5 = hashlib.md5(usedforsecurity=False)
+                sha256 = hashlib.sha256()
+                size = 0
+                for chunk in writer.read_back():
+                    md5.update(chunk)
+                    sha256.update(chunk)
+                    size += len(chunk)
+                source_checksum = ranged.verify(
+                    size=size, md5_hex=md5.hexdigest(), sha256_hex=sha256.hexdigest()
+                )
+            except ChecksumMismatch as exc:
+                # The staged bytes are wrong somewhere: start this one over.
+                writer.abort()
+                self.journal.clear_parts(target.name, item.idem_key)
+                failed.append(target)
+                error = exc
+                continue
+            try:
+                stored = writer.commit()
+                published = target.store.stat(stored.key)
+                if published is None or published.size != size:
+                    raise ChecksumMismatch(f"{target.name}: {stored.key} is not published whole")
+            except Exception as exc:
+                writer.abort()
+                self.journal.clear_parts(target.name, item.idem_key)
+                failed.append(target)
+                error = exc
+                continue
+            self.journal.clear_parts(target.name, item.idem_key)
+            self.journal.mark_verified(
+                target.name,
+                item.idem_key,
+                size=size,
+                sha256=sha256.hexdigest(),
+                source_checksum=source_checksum,
+            )
+        return failed, error, size
+
+    def _fetch_parts(
+        self,
+        item: ExportItem,
+        ranged: RangedSource,
+        writers: dict[str, PartWriter],
+        done: set[int],
+    ) -> None:
+        window = 2 * self.settings.concurrency
+        in_flight: set[Future[None]] = set()
+        first_error: BaseException | None = None
+
+        def settle(futures: set[Future[None]]) -> None:
+            nonlocal first_error
+            for future in futures:
+                exc = future.exception()
+                if exc is not None and first_error is None:
+                    first_error = exc
+
+        for part in ranged.parts():
+            if part.index in done:
+                continue
+            self.cancel.raise_if_set()
+            if first_error is not None:
+                break
+            while len(in_flight) >= window:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                settle(finished)
+            in_flight.add(self._part_pool.submit(self._fetch_part, item, ranged, part, writers))
+        settle(set(wait(in_flight).done))
+        if first_error is not None:
+            raise first_error
+        self.cancel.raise_if_set()
+
+    def _fetch_part(
+        self, item: ExportItem, ranged: RangedSource, part: Part, writers: dict[str, PartWriter]
+    ) -> None:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=_WaitHonouringRetryAfter(self.settings.max_backoff_s),
+            retry=retry_if_exception(should_retry),
+            sleep=self._sleep_unless_cancelled,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self.cancel.raise_if_set()
+                data = ranged.read_part(part)
+                if len(data) != part.length:
+                    raise ChecksumMismatch(
+                        f"{item.dest_key}: part {part.index} has {len(data)} of {part.length} bytes"
+                    )
+        if self._limiter is not None:
+            self._limiter.consume(len(data))
+        for name, writer in writers.items():
+            writer.write_at(part.offset, data)
+            self.journal.mark_part_done(name, item.idem_key, part.index)
+        self.progress.copied(item.kind, len(data))
 
     def _check_stored(
         self, destination: Destination, stored: StoredObject, hashing: _Hashing
@@ -464,6 +607,12 @@ class TransferEngine:
             except Exception as exc:
                 results.append(exc)
         return results
+
+
+def _release(writer: PartWriter) -> None:
+    close = getattr(writer, "close", None)
+    if callable(close):
+        close()
 
 
 def _describe_error(exc: BaseException | None) -> str:

@@ -29,13 +29,22 @@ from libcloud.storage.types import (
     ObjectDoesNotExistError,
 )
 
-from orchestrator.errors import ConfigError, FatalError
-from providers.base import ObjectNotFound, ObjectStore, StoredObject, check_object_key
+from orchestrator.errors import ChecksumMismatch, ConfigError, FatalError
+from providers.base import (
+    ObjectNotFound,
+    ObjectStore,
+    PartWriter,
+    StoredObject,
+    check_object_key,
+)
 
 #: Staging directory inside each LOCAL container; never listed.
 STAGING_DIR = ".exitplan-partial"
 #: Staging copies older than this are leftovers of a killed run.
 _STALE_STAGING_SECONDS = 3600.0
+#: Part-written staging files are kept longer: a resume picks them up.
+_STALE_PARTS_SECONDS = 7 * 24 * 3600.0
+PARTS_SUFFIX = ".parts"
 
 _CHUNK = 1024 * 1024
 
@@ -75,6 +84,72 @@ class _Measured:
             raise RuntimeError("the store stopped reading before the stream ended")
 
 
+class _LocalPartWriter(PartWriter):
+    """A sparse staging file written with pwrite, published with os.replace."""
+
+    def __init__(self, staging: Path, final: Path, key: str, size: int) -> None:
+        self.staging = staging
+        self.final = final
+        self.key = key
+        self.size = size
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(staging, os.O_RDWR | os.O_CREAT, 0o644)
+        # A file of another size is not ours to resume (the source changed):
+        # start it over. Truncating up leaves holes, so untouched ranges of an
+        # image (EBS blocks never written) take no space.
+        if os.fstat(self._fd).st_size != size:
+            os.ftruncate(self._fd, 0)
+            os.ftruncate(self._fd, size)
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            raise RuntimeError(f"part writer for {self.key!r} is closed")
+        return self._fd
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        if offset < 0 or offset + len(data) > self.size:
+            raise ValueError(
+                f"{self.key}: write of {len(data)} bytes at {offset} is outside its {self.size} bytes"
+            )
+        fd = self._descriptor()
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def read_back(self) -> Iterator[bytes]:
+        fd = self._descriptor()
+        offset = 0
+        while offset < self.size:
+            chunk = os.pread(fd, min(_CHUNK, self.size - offset), offset)
+            if not chunk:
+                raise ChecksumMismatch(f"{self.key}: staged file ends at {offset} of {self.size}")
+            offset += len(chunk)
+            yield chunk
+
+    def commit(self) -> StoredObject:
+        fd = self._descriptor()
+        os.fsync(fd)
+        os.close(fd)
+        self._fd = None
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.staging, self.final)
+        return StoredObject(key=self.key, size=self.size)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.staging.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Let go of the file but keep it, so a later attempt resumes it."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class LocalObjectStore(ObjectStore):
     """A directory, through libcloud's LOCAL driver, with atomic publish.
 
@@ -84,7 +159,7 @@ class LocalObjectStore(ObjectStore):
     ``os.replace`` it onto the final path once the stream is complete.
     """
 
-    capabilities = frozenset({"ranged_get", "delete", "sha256"})
+    capabilities = frozenset({"ranged_get", "delete", "sha256", "part_write"})
 
     def __init__(self, name: str, path: str | Path) -> None:
         super().__init__(name)
@@ -127,10 +202,15 @@ class LocalObjectStore(ObjectStore):
         staging = self.base_path / group / STAGING_DIR
         if not staging.is_dir():
             return
-        cutoff = time.time() - _STALE_STAGING_SECONDS
+        now = time.time()
         for leftover in staging.iterdir():
+            keep_for = (
+                _STALE_PARTS_SECONDS
+                if leftover.name.endswith(PARTS_SUFFIX)
+                else _STALE_STAGING_SECONDS
+            )
             try:
-                if leftover.stat().st_mtime < cutoff:
+                if leftover.stat().st_mtime < now - keep_for:
                     leftover.unlink()
             except FileNotFoundError:
                 pass
@@ -160,6 +240,20 @@ class LocalObjectStore(ObjectStore):
             staging_path.unlink(missing_ok=True)
             raise
         return StoredObject(key=key, size=measured.size, sha256=measured.sha256.hexdigest())
+
+    def open_part_writer(self, key: str, size: int, resume_token: str) -> PartWriter:
+        """In-place writes to a sparse staging file in the key's container.
+
+        libcloud's LOCAL driver can only write whole streams, so this provider
+        extra writes the staging file itself, in the same directory libcloud
+        manages, and publishes it with ``os.replace`` like ``put_stream``.
+        """
+        group, rest = self._split(key)
+        if not resume_token.isalnum():
+            raise ValueError(f"resume token {resume_token!r} must be letters and digits")
+        self._container(group, create=True)
+        staging = self.base_path / group / STAGING_DIR / f"{resume_token}{PARTS_SUFFIX}"
+        return _LocalPartWriter(staging, self.base_path / group / rest, key, size)
 
     def stat(self, key: str) -> StoredObject | None:
         group, rest = self._split(key)

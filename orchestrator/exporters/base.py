@@ -52,6 +52,8 @@ class ExportContext:
     scratch_dir: Path | None = None
     #: Destination name -> age recipients declared for it (absent: none).
     recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Large objects are read as parallel ranged parts of this size.
+    part_size: int = 16 * 1024 * 1024
     #: Where credentials such as PGPASSWORD are looked up; never logged.
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 

@@ -23,7 +23,7 @@ from typing import Any
 import botocore.exceptions
 
 from orchestrator.errors import ChecksumMismatch, RetryableError
-from orchestrator.exporters.base import Exporter, ExportItem, SourceStream
+from orchestrator.exporters.base import Exporter, ExportItem, Part, RangedSource, SourceStream
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 1024 * 1024
@@ -64,22 +64,29 @@ class S3SourceStream(SourceStream):
             ) from exc
 
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        name = f"s3://{self.item.source['bucket']}/{self.item.source['key']}"
-        expected_size = int(self.response.get("ContentLength", size))
+        return self.verify_response(self.item, self.response, size, md5_hex, sha256_hex)
+
+    @staticmethod
+    def verify_response(
+        item: ExportItem, response: Mapping[str, Any], size: int, md5_hex: str, sha256_hex: str
+    ) -> str | None:
+        """Check what was read against the GET response's length, ETag and checksum."""
+        name = f"s3://{item.source['bucket']}/{item.source['key']}"
+        expected_size = int(response.get("ContentLength", size))
         if size != expected_size:
             raise ChecksumMismatch(f"{name}: got {size} of {expected_size} bytes")
-        etag = str(self.response.get("ETag", "")).strip('"')
-        encrypted_by_kms = self.response.get("ServerSideEncryption", "").startswith("aws:kms")
+        etag = str(response.get("ETag", "")).strip('"')
+        encrypted_by_kms = response.get("ServerSideEncryption", "").startswith("aws:kms")
         # ETags of SSE-KMS and SSE-C objects are not the md5 of the content.
         if (
             _MD5_ETAG.match(etag)
             and not encrypted_by_kms
-            and not self.response.get("SSECustomerAlgorithm")
+            and not response.get("SSECustomerAlgorithm")
         ):
             if md5_hex != etag:
                 raise ChecksumMismatch(f"{name}: md5 {md5_hex} does not match ETag {etag}")
             return f"md5:{etag}"
-        sha256_b64 = self.response.get("ChecksumSHA256")
+        sha256_b64 = response.get("ChecksumSHA256")
         if sha256_b64 and "-" not in sha256_b64:
             expected = base64.b64decode(sha256_b64).hex()
             if sha256_hex != expected:
@@ -91,6 +98,46 @@ class S3SourceStream(SourceStream):
 
     def close(self) -> None:
         self.body.close()
+
+
+class S3RangedSource(RangedSource):
+    """A large object as ranged GETs, each pinned to the version or ETag listed."""
+
+    def __init__(self, exporter: S3Exporter, item: ExportItem, part_size: int) -> None:
+        self.exporter = exporter
+        self.item = item
+        self.size = int(item.size or 0)
+        self.part_size = part_size
+        #: Headers of the first part's response stand for the object's.
+        self._response: dict[str, Any] = {}
+
+    def parts(self) -> Iterator[Part]:
+        for index, offset in enumerate(range(0, self.size, self.part_size)):
+            yield Part(index=index, offset=offset, length=min(self.part_size, self.size - offset))
+
+    def read_part(self, part: Part) -> bytes:
+        params = self.exporter.get_params(self.item)
+        params["Range"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
+        response = self.exporter.account.client("s3").get_object(**params)
+        try:
+            data: bytes = response["Body"].read()
+        except botocore.exceptions.BotoCoreError as exc:
+            raise RetryableError(
+                f"{self.item.dest_key}: reading part {part.index} failed ({type(exc).__name__})"
+            ) from exc
+        finally:
+            response["Body"].close()
+        if not self._response:
+            self._response = {k: v for k, v in response.items() if k != "Body"}
+        return data
+
+    def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
+        # A ranged response's ContentLength is the part's; the object's size
+        # is what was listed.
+        response = {**self._response, "ContentLength": self.size}
+        response.pop("ChecksumSHA256", None)  # ranged GETs carry no whole-object checksum
+        response.setdefault("ETag", f'"{self.item.source.get("etag", "")}"')
+        return S3SourceStream.verify_response(self.item, response, size, md5_hex, sha256_hex)
 
 
 class S3Exporter(Exporter):
@@ -151,7 +198,8 @@ class S3Exporter(Exporter):
             tier=tier,
         )
 
-    def open(self, item: ExportItem) -> SourceStream:
+    def get_params(self, item: ExportItem) -> dict[str, Any]:
+        """GetObject arguments that read exactly the version the listing saw."""
         source = item.source
         params: dict[str, Any] = {
             "Bucket": source["bucket"],
@@ -162,5 +210,15 @@ class S3Exporter(Exporter):
             params["VersionId"] = source["version_id"]
         elif source.get("etag"):
             params["IfMatch"] = f'"{source["etag"]}"'
-        response = self.account.client("s3").get_object(**params)
+        return params
+
+    def open(self, item: ExportItem) -> SourceStream:
+        response = self.account.client("s3").get_object(**self.get_params(item))
         return S3SourceStream(item, response)
+
+    def open_ranged(self, item: ExportItem) -> RangedSource | None:
+        """Objects larger than one part are fetched as parallel ranged GETs."""
+        part_size = self.context.part_size
+        if item.size is None or item.size <= part_size:
+            return None
+        return S3RangedSource(self, item, part_size)
