@@ -447,6 +447,7 @@ class TransferEngine:
                 for chunk in writer.read_back():
                     md5.update(chunk)
                     sha256.update(chunk)
+                    ranged.observe(chunk)
                     size += len(chunk)
                 source_checksum = ranged.verify(
                     size=size, md5_hex=md5.hexdigest(), sha256_hex=sha256.hexdigest()

@@ -90,6 +90,10 @@ class RangedSource(ABC):
         damaged read. Retry-safe: yes.
         """
 
+    def observe(self, chunk: bytes) -> None:  # noqa: B027 - optional hook
+        """Sees the assembled bytes in order (as re-read from the destination) before
+        ``verify``; for checks that need more than the whole md5 and sha256."""
+
     @abstractmethod
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
         """Check the assembled whole, like ``SourceStream.verify``, before publishing."""
@@ -169,6 +173,10 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "s3": ("orchestrator.exporters.s3", "S3Exporter"),
     "route53": ("orchestrator.exporters.route53", "Route53Exporter"),
     "dynamodb": ("orchestrator.exporters.dynamodb", "DynamoDbExporter"),
+    "rds": ("orchestrator.exporters.rds", "RdsExporter"),
+    "secrets": ("orchestrator.exporters.secrets", "SecretsExporter"),
+    "ec2": ("orchestrator.exporters.ec2", "Ec2Exporter"),
+    "ebs": ("orchestrator.exporters.ebs", "EbsExporter"),
 }
 
 

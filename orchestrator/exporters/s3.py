@@ -16,6 +16,7 @@ an S3 full-object SHA256 checksum where the object has one.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from orchestrator.errors import ChecksumMismatch, RetryableError
 from orchestrator.exporters.base import Exporter, ExportItem, Part, RangedSource, SourceStream
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-(\d+)$")
 _CHUNK = 1024 * 1024
 
 
@@ -48,15 +50,69 @@ def destination_key(bucket: str, key: str, version_id: str | None, is_latest: bo
     return f"s3-versions/{bucket}/{path}@{version_id or 'null'}"
 
 
+class MultipartEtag:
+    """Recomputes a multipart ETag (md5 of the parts' md5s, "-N") from the bytes.
+
+    S3 does not say where the parts of an upload ended; ``HeadObject`` with
+    ``PartNumber=1`` gives the first part's size, and uploaders (the AWS CLI,
+    SDKs, rclone) use one size for every part but the last. An upload with
+    uneven parts cannot be checked this way; that case is told apart by the
+    size of the last part and reported, never failed.
+    """
+
+    def __init__(self, etag: str, part_size: int, parts: int) -> None:
+        self.etag = etag
+        self.part_size = part_size
+        self.parts = parts
+        self._digests: list[bytes] = []
+        self._current = hashlib.md5(usedforsecurity=False)
+        self._filled = 0
+
+    def update(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), self.part_size - self._filled)
+            self._current.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.part_size:
+                self._digests.append(self._current.digest())
+                self._current = hashlib.md5(usedforsecurity=False)
+                self._filled = 0
+
+    def hexdigest(self) -> str:
+        digests = list(self._digests)
+        if self._filled:
+            digests.append(self._current.digest())
+        return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+
+    def uniform_layout_fits(self, size: int) -> bool:
+        return (self.parts - 1) * self.part_size < size <= self.parts * self.part_size
+
+    def check(self, name: str, size: int) -> str:
+        computed = self.hexdigest()
+        if computed == self.etag:
+            return f"etag:{self.etag}"
+        if not self.uniform_layout_fits(size):
+            return f"etag:{self.etag} (uneven parts: length checked only)"
+        raise ChecksumMismatch(f"{name}: multipart md5 {computed} does not match ETag {self.etag}")
+
+
 class S3SourceStream(SourceStream):
-    def __init__(self, item: ExportItem, response: Mapping[str, Any]) -> None:
+    def __init__(
+        self, item: ExportItem, response: Mapping[str, Any], multipart: MultipartEtag | None
+    ) -> None:
         self.item = item
         self.response = response
         self.body = response["Body"]
+        self.multipart = multipart
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self.body.iter_chunks(_CHUNK)
+            for chunk in self.body.iter_chunks(_CHUNK):
+                if self.multipart is not None:
+                    self.multipart.update(chunk)
+                yield chunk
         except botocore.exceptions.BotoCoreError as exc:
             raise RetryableError(
                 f"{self.item.source['bucket']}/{self.item.source['key']}: "
@@ -64,11 +120,18 @@ class S3SourceStream(SourceStream):
             ) from exc
 
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        return self.verify_response(self.item, self.response, size, md5_hex, sha256_hex)
+        return self.verify_response(
+            self.item, self.response, size, md5_hex, sha256_hex, self.multipart
+        )
 
     @staticmethod
     def verify_response(
-        item: ExportItem, response: Mapping[str, Any], size: int, md5_hex: str, sha256_hex: str
+        item: ExportItem,
+        response: Mapping[str, Any],
+        size: int,
+        md5_hex: str,
+        sha256_hex: str,
+        multipart: MultipartEtag | None = None,
     ) -> str | None:
         """Check what was read against the GET response's length, ETag and checksum."""
         name = f"s3://{item.source['bucket']}/{item.source['key']}"
@@ -92,8 +155,8 @@ class S3SourceStream(SourceStream):
             if sha256_hex != expected:
                 raise ChecksumMismatch(f"{name}: sha256 {sha256_hex} does not match {expected}")
             return f"sha256:{expected}"
-        # A multipart ETag is an md5 of part md5s; without the part layout it
-        # cannot be recomputed, so the length check above is all S3 offers.
+        if multipart is not None:
+            return multipart.check(name, size)
         return f"etag:{etag}" if etag else None
 
     def close(self) -> None:
@@ -108,8 +171,13 @@ class S3RangedSource(RangedSource):
         self.item = item
         self.size = int(item.size or 0)
         self.part_size = part_size
+        self.multipart = exporter.multipart_etag(item)
         #: Headers of the first part's response stand for the object's.
         self._response: dict[str, Any] = {}
+
+    def observe(self, chunk: bytes) -> None:
+        if self.multipart is not None:
+            self.multipart.update(chunk)
 
     def parts(self) -> Iterator[Part]:
         for index, offset in enumerate(range(0, self.size, self.part_size)):
@@ -137,7 +205,9 @@ class S3RangedSource(RangedSource):
         response = {**self._response, "ContentLength": self.size}
         response.pop("ChecksumSHA256", None)  # ranged GETs carry no whole-object checksum
         response.setdefault("ETag", f'"{self.item.source.get("etag", "")}"')
-        return S3SourceStream.verify_response(self.item, response, size, md5_hex, sha256_hex)
+        return S3SourceStream.verify_response(
+            self.item, response, size, md5_hex, sha256_hex, self.multipart
+        )
 
 
 class S3Exporter(Exporter):
@@ -212,9 +282,25 @@ class S3Exporter(Exporter):
             params["IfMatch"] = f'"{source["etag"]}"'
         return params
 
+    def multipart_etag(self, item: ExportItem) -> MultipartEtag | None:
+        """For an object uploaded in parts, what it takes to recompute its ETag."""
+        match = _MULTIPART_ETAG.match(str(item.source.get("etag", "")))
+        if match is None:
+            return None
+        params = self.get_params(item)
+        params.pop("ChecksumMode", None)
+        # Some servers answer a part's own ETag to a PartNumber HEAD, so an
+        # If-Match on the object's ETag would fail; the GET itself keeps it.
+        params.pop("IfMatch", None)
+        head = self.account.client("s3").head_object(PartNumber=1, **params)
+        return MultipartEtag(
+            str(item.source["etag"]), int(head["ContentLength"]), int(match.group(2))
+        )
+
     def open(self, item: ExportItem) -> SourceStream:
+        multipart = self.multipart_etag(item)
         response = self.account.client("s3").get_object(**self.get_params(item))
-        return S3SourceStream(item, response)
+        return S3SourceStream(item, response, multipart)
 
     def open_ranged(self, item: ExportItem) -> RangedSource | None:
         """Objects larger than one part are fetched as parallel ranged GETs."""
