@@ -1,0 +1,69 @@
+"""Will we make it? The projection against the deadline, on an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.clock import FrozenClock
+from orchestrator.events import EventBus, Projection
+from orchestrator.journal import Journal
+from orchestrator.progress import RunProgress, forecast
+
+NOW = datetime(2021, 1, 10, 12, 0, tzinfo=UTC)
+DEADLINE = datetime(2021, 1, 10, 23, 59, tzinfo=UTC)
+
+
+def test_no_throughput_measured_means_no_projection():
+    outlook = forecast(remaining_bytes=10, copied_bytes=0, elapsed_s=5, now=NOW, deadline=DEADLINE)
+    assert outlook.projected_finish is None and outlook.will_make_it is None
+
+
+def test_projection_uses_measured_throughput_and_the_safety_margin():
+    # 1 MB/s measured, 10 GB left: about 2.8 hours, well before the deadline.
+    outlook = forecast(
+        remaining_bytes=10_000_000_000,
+        copied_bytes=60_000_000,
+        elapsed_s=60,
+        now=NOW,
+        deadline=DEADLINE,
+        safety_margin=timedelta(hours=2),
+    )
+    assert outlook.bytes_per_second == 1_000_000
+    assert outlook.projected_finish == NOW + timedelta(seconds=10_000)
+    assert outlook.will_make_it is True
+    # 50 GB left would end after the deadline less its margin.
+    late = forecast(
+        remaining_bytes=50_000_000_000,
+        copied_bytes=60_000_000,
+        elapsed_s=60,
+        now=NOW,
+        deadline=DEADLINE,
+        safety_margin=timedelta(hours=2),
+    )
+    assert late.will_make_it is False
+
+
+def test_progress_announces_the_outlook_and_persists_it(tmp_path):
+    clock = FrozenClock(NOW)
+    journal = Journal(tmp_path / "journal.sqlite", clock=clock)
+    run_id = journal.start_run("migrate", DEADLINE, {})
+    seen: list[Projection] = []
+    events = EventBus()
+    events.subscribe(lambda e: seen.append(e) if isinstance(e, Projection) else None)
+    progress = RunProgress(
+        run_id=run_id, journal=journal, events=events, clock=clock, deadline=DEADLINE
+    )
+    for _ in range(10):
+        progress.listed("s3", 1_000_000)
+    clock.advance(timedelta(seconds=10))
+    progress.copied("s3", 2_000_000)
+    progress.done("s3", 1_000_000)
+    progress.done("s3", 1_000_000)
+    progress.tick(force=True)
+    last = seen[-1]
+    assert last.remaining_bytes == 8_000_000
+    assert last.bytes_per_second == 200_000
+    assert last.projected_finish == NOW + timedelta(seconds=10 + 40)
+    assert last.will_make_it is True
+    [row] = journal.progress(run_id)
+    assert (row.done_items, row.listed_items) == (2, 10)
