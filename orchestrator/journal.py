@@ -1,10 +1,12 @@
 """The journal: SQLite state for runs, steps and items; the only truth for resume.
 
 One file per workspace, in WAL mode so ``exitplan status`` can read while a run
-writes. Items are keyed by (destination, idempotency key), not by run: a later
-run in the same workspace skips what any earlier run verified. The idempotency
-key names the source object *and its version* (S3 version id and ETag), so a
-changed source object is copied again while an unchanged one never is.
+writes. Items are keyed by where they go (destination, destination key), not by
+run, and record the idempotency key of what is stored there: a later run in
+the same workspace skips what any earlier run verified. The idempotency key
+names the source object *and its version* (S3 version id and ETag), so a
+changed source object is copied again (and its row now speaks of the new
+version) while an unchanged one never is.
 
 Item states: planned -> in-flight -> copied -> verified, or failed. Only
 ``verified`` means the bytes are at the destination, published and checked.
@@ -28,7 +30,7 @@ from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,9 +69,9 @@ CREATE TABLE IF NOT EXISTS progress (
 );
 CREATE TABLE IF NOT EXISTS items (
     destination     TEXT NOT NULL,
-    idem_key        TEXT NOT NULL,
-    kind            TEXT NOT NULL,
     dest_key        TEXT NOT NULL,
+    idem_key        TEXT NOT NULL,      -- what is (or is being) stored there
+    kind            TEXT NOT NULL,
     state           TEXT NOT NULL,
     size            INTEGER,
     source_checksum TEXT,
@@ -80,16 +82,15 @@ CREATE TABLE IF NOT EXISTS items (
     tier            TEXT NOT NULL DEFAULT '',
     source          TEXT NOT NULL DEFAULT '{}',   -- JSON: where it came from (never a secret)
     updated_at      TEXT NOT NULL,
-    PRIMARY KEY (destination, idem_key)
+    PRIMARY KEY (destination, dest_key)
 );
+CREATE INDEX IF NOT EXISTS items_by_run ON items (run_id, state);
 CREATE TABLE IF NOT EXISTS parts (
     destination     TEXT NOT NULL,
     idem_key        TEXT NOT NULL,
     part_index      INTEGER NOT NULL,
     PRIMARY KEY (destination, idem_key, part_index)
 );
-CREATE INDEX IF NOT EXISTS items_by_dest_key ON items (destination, dest_key);
-CREATE INDEX IF NOT EXISTS items_by_run ON items (run_id, state);
 """
 
 ITEM_STATES = ("planned", "in-flight", "copied", "verified", "failed")
@@ -331,11 +332,13 @@ class Journal:
 
     # -- items -------------------------------------------------------------
 
-    def is_verified(self, destination: str, idem_key: str) -> bool:
+    def is_verified(self, destination: str, dest_key: str, idem_key: str) -> bool:
+        """Whether ``dest_key`` at ``destination`` holds ``idem_key``'s bytes, verified."""
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM items WHERE destination=? AND idem_key=? AND state='verified'",
-                (destination, idem_key),
+                "SELECT 1 FROM items WHERE destination=? AND dest_key=? AND idem_key=?"
+                " AND state='verified'",
+                (destination, dest_key, idem_key),
             ).fetchone()
         return row is not None
 
@@ -352,16 +355,18 @@ class Journal:
         source: Mapping[str, Any],
     ) -> None:
         self._write(
-            "INSERT INTO items (destination, idem_key, kind, dest_key, state, size, run_id, tier,"
+            "INSERT INTO items (destination, dest_key, idem_key, kind, state, size, run_id, tier,"
             " source, attempts, updated_at) VALUES (?, ?, ?, ?, 'in-flight', ?, ?, ?, ?, 1, ?)"
-            " ON CONFLICT (destination, idem_key) DO UPDATE SET state='in-flight',"
-            " attempts=attempts+1, run_id=excluded.run_id, error=NULL,"
-            " updated_at=excluded.updated_at",
+            " ON CONFLICT (destination, dest_key) DO UPDATE SET state='in-flight',"
+            " attempts=CASE WHEN idem_key=excluded.idem_key THEN attempts+1 ELSE 1 END,"
+            " idem_key=excluded.idem_key, kind=excluded.kind, size=excluded.size,"
+            " source=excluded.source, tier=excluded.tier, sha256=NULL, source_checksum=NULL,"
+            " run_id=excluded.run_id, error=NULL, updated_at=excluded.updated_at",
             (
                 destination,
+                dest_key,
                 idem_key,
                 kind,
-                dest_key,
                 size,
                 run_id,
                 tier,
@@ -373,6 +378,7 @@ class Journal:
     def mark_verified(
         self,
         destination: str,
+        dest_key: str,
         idem_key: str,
         *,
         size: int,
@@ -380,22 +386,11 @@ class Journal:
         source_checksum: str | None,
     ) -> None:
         """The bytes are published at the destination and their checksums agree."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE items SET state='verified', size=?, sha256=?, source_checksum=?,"
-                " error=NULL, updated_at=? WHERE destination=? AND idem_key=?",
-                (size, sha256, source_checksum, self._now(), destination, idem_key),
-            )
-            # An older version of the same object at the same place is now
-            # overwritten: it must no longer count as saved.
-            self._db.execute(
-                "DELETE FROM items WHERE destination=? AND idem_key<>? AND dest_key ="
-                " (SELECT dest_key FROM items WHERE destination=? AND idem_key=?)",
-                (destination, idem_key, destination, idem_key),
-            )
-            self._pending += 1
-            if self._pending >= self.BATCH:
-                self._commit()
+        self._write(
+            "UPDATE items SET state='verified', size=?, sha256=?, source_checksum=?,"
+            " error=NULL, updated_at=? WHERE destination=? AND dest_key=? AND idem_key=?",
+            (size, sha256, source_checksum, self._now(), destination, dest_key, idem_key),
+        )
 
     # -- parts of large items ----------------------------------------------
 
@@ -418,11 +413,11 @@ class Journal:
     def clear_parts(self, destination: str, idem_key: str) -> None:
         self._write("DELETE FROM parts WHERE destination=? AND idem_key=?", (destination, idem_key))
 
-    def mark_failed(self, destination: str, idem_key: str, error: str) -> None:
+    def mark_failed(self, destination: str, dest_key: str, idem_key: str, error: str) -> None:
         self._write(
             "UPDATE items SET state='failed', error=?, updated_at=?"
-            " WHERE destination=? AND idem_key=?",
-            (error[:2000], self._now(), destination, idem_key),
+            " WHERE destination=? AND dest_key=? AND idem_key=?",
+            (error[:2000], self._now(), destination, dest_key, idem_key),
         )
 
     def item_counts(self, run_id: str | None = None) -> dict[str, int]:

@@ -30,8 +30,8 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    """One moto server for the session; tests use their own bucket and table names."""
+    """A moto server per test module, so one module's buckets never leak into another's export."""
     with moto_server() as url:
         yield url

@@ -40,7 +40,8 @@ def client(endpoint: str, service: str) -> object:
 
 
 @pytest.fixture(scope="module")
-def source(moto_endpoint: str) -> str:
+def source(moto_endpoint: str, s3_destination: str) -> str:
+    # Seeded after both servers started: starting a server empties moto's state.
     s3 = client(moto_endpoint, "s3")
     s3.create_bucket(Bucket=SOURCE_BUCKET)
     for key, body in OBJECTS.items():

@@ -33,7 +33,8 @@ def destination_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def source(moto_endpoint: str) -> AwsAccount:
+def source(moto_endpoint: str, destination_endpoint: str) -> AwsAccount:
+    # Seeded after both servers started: starting a server empties moto's state.
     account = AwsAccount(regions=["us-east-1"], endpoint_url=moto_endpoint)
     s3 = account.client("s3")
     s3.create_bucket(Bucket=BUCKET)
