@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -297,6 +299,8 @@ def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | Non
                 f"deadline:     {deadline.isoformat()} (in {format_duration(deadline - clock.now())})"
             )
         return 0
+    if config.source.aws.sandbox:
+        config = _with_sandbox_recipient(config)
     invocation = {
         "config": str(Path(args.config).resolve()) if args.config else None,
         "deadline": deadline.isoformat() if deadline else None,
@@ -326,6 +330,31 @@ def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | Non
     else:
         _print_summary(result.report, result.report_path)
     return result.exit_code
+
+
+SANDBOX_IDENTITY = "sandbox-identity.age"
+
+
+def _with_sandbox_recipient(config: Config) -> Config:
+    """The sandbox encrypts its secrets to a key of its own, kept in the workspace.
+
+    So a new user sees secrets exported the only way exitplan exports them,
+    encrypted, and can read them back with `exitplan secrets decrypt`.
+    """
+    from dataclasses import replace
+
+    from orchestrator.age import generate_identity, load_identity
+
+    path = Path(config.workspace) / SANDBOX_IDENTITY
+    if path.exists():
+        recipient = load_identity(path).recipients[0]
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recipient = generate_identity(path)
+    destinations = tuple(
+        replace(d, recipients=d.recipients or (recipient,)) for d in config.destinations
+    )
+    return replace(config, destinations=destinations)
 
 
 def _install_interrupt(cancel: CancelToken) -> Any:
@@ -499,6 +528,47 @@ def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
     return 0 if ok else 1
 
 
+def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.migration import (
+        PROBE_BUDGET_S,
+        open_source,
+        service_requirements,
+        take_inventory,
+    )
+    from orchestrator.probe import compute_providers_from_config, format_table, probe_candidates
+
+    config = _load(args)
+    if not config.candidates:
+        where = args.config or "the sandbox"
+        raise ConfigError(
+            f"{where}: no candidates to probe; add `candidates:` (ssh-pool hosts or a "
+            "libcloud provider) to the config"
+        )
+    providers = compute_providers_from_config(config.candidates)
+    with open_source(config) as account, tempfile.TemporaryDirectory() as scratch:
+        inventory = take_inventory(account, Path(scratch) / "inventory.jsonl")
+    requirements = service_requirements(inventory)
+    report = probe_candidates(
+        list(providers.values()), requirements, budget_s=args.budget or PROBE_BUDGET_S, clock=clock
+    )
+    if args.output == "json":
+        print(report.to_json())
+    else:
+        print(format_table(report))
+    return 0 if report.fitting else 1
+
+
+def cmd_secrets_decrypt(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.exporters.secrets import decrypt_bundle_to_text
+
+    bundle, identity = Path(args.bundle), Path(args.identity)
+    for path, what in ((bundle, "bundle"), (identity, "--identity")):
+        if not path.is_file():
+            raise ConfigError(f"{what}: no file at {path}")
+    print(decrypt_bundle_to_text(bundle, identity))
+    return 0
+
+
 # -- the parser ------------------------------------------------------------
 
 
@@ -564,6 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--destination", help="only this destination")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("probe", parents=[common], help="check and rank the candidate hosts")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.add_argument("--budget", type=float, help="seconds the whole probe may take (default 120)")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("secrets", help="work with exported secrets bundles")
+    secrets_sub = p.add_subparsers(dest="secrets_command", required=True, parser_class=_Parser)
+    d = secrets_sub.add_parser("decrypt", help="print an age-encrypted secrets bundle as JSON")
+    d.add_argument("bundle", help="a secrets/<region>/bundle.json.age file from a destination")
+    d.add_argument("--identity", required=True, help="age identity file (AGE-SECRET-KEY-...)")
+    d.set_defaults(func=cmd_secrets_decrypt)
+
     p = sub.add_parser("config", help="work with config files")
     config_sub = p.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     v = config_sub.add_parser("validate", help="check a config file; exit 2 with the line if not")
@@ -587,6 +669,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     except KeyboardInterrupt:
         print("exitplan: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`exitplan inventory | head`): nothing to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
     except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
         logging.getLogger("exitplan").debug("internal error", exc_info=True)
         print(

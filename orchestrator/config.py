@@ -938,6 +938,8 @@ def default_sandbox_config(base_dir: Path) -> Config:
             PriorityRule("best-effort", MappingProxyType({"kind": ("s3",)})),
             PriorityRule("best-effort", MappingProxyType({"kind": ("ebs", "ec2")})),
         ),
+        # This machine stands in for the host the service moves to.
+        candidates=(CandidateConfig("this-machine", "local", MappingProxyType({})),),
         transfer=TransferConfig(),
     )
 

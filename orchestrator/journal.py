@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS progress (
     skipped_items INTEGER NOT NULL DEFAULT 0,
     skipped_bytes INTEGER NOT NULL DEFAULT 0,
     failed_items  INTEGER NOT NULL DEFAULT 0,
+    failed_bytes  INTEGER NOT NULL DEFAULT 0,
     copied_bytes  INTEGER NOT NULL DEFAULT 0,
     updated_at    TEXT NOT NULL,
     PRIMARY KEY (run_id, kind)
@@ -118,11 +119,15 @@ class KindProgress:
     skipped_items: int
     skipped_bytes: int
     failed_items: int
+    failed_bytes: int
     copied_bytes: int
 
     @property
     def remaining_bytes(self) -> int:
-        return max(0, self.listed_bytes - self.done_bytes - self.skipped_bytes)
+        """Bytes still to copy; items given up on are not waited for."""
+        return max(
+            0, self.listed_bytes - self.done_bytes - self.skipped_bytes - self.failed_bytes
+        )
 
 
 @dataclass(frozen=True)
@@ -282,13 +287,14 @@ class Journal:
     def save_progress(self, run_id: str, progress: KindProgress) -> None:
         self._write(
             "INSERT INTO progress (run_id, kind, listed_items, listed_bytes, listing_done,"
-            " done_items, done_bytes, skipped_items, skipped_bytes, failed_items, copied_bytes,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " done_items, done_bytes, skipped_items, skipped_bytes, failed_items, failed_bytes,"
+            " copied_bytes, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_id, kind) DO UPDATE SET listed_items=excluded.listed_items,"
             " listed_bytes=excluded.listed_bytes, listing_done=excluded.listing_done,"
             " done_items=excluded.done_items, done_bytes=excluded.done_bytes,"
             " skipped_items=excluded.skipped_items, skipped_bytes=excluded.skipped_bytes,"
-            " failed_items=excluded.failed_items, copied_bytes=excluded.copied_bytes,"
+            " failed_items=excluded.failed_items, failed_bytes=excluded.failed_bytes,"
+            " copied_bytes=excluded.copied_bytes,"
             " updated_at=excluded.updated_at",
             (
                 run_id,
@@ -301,6 +307,7 @@ class Journal:
                 progress.skipped_items,
                 progress.skipped_bytes,
                 progress.failed_items,
+                progress.failed_bytes,
                 progress.copied_bytes,
                 self._now(),
             ),
@@ -310,7 +317,7 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT kind, listed_items, listed_bytes, listing_done, done_items, done_bytes,"
-                " skipped_items, skipped_bytes, failed_items, copied_bytes"
+                " skipped_items, skipped_bytes, failed_items, failed_bytes, copied_bytes"
                 " FROM progress WHERE run_id=? ORDER BY rowid",
                 (run_id,),
             ).fetchall()
@@ -325,7 +332,8 @@ class Journal:
                 skipped_items=r[6],
                 skipped_bytes=r[7],
                 failed_items=r[8],
-                copied_bytes=r[9],
+                failed_bytes=r[9],
+                copied_bytes=r[10],
             )
             for r in rows
         ]

@@ -12,8 +12,8 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,20 @@ from orchestrator.config import Config
 from orchestrator.errors import Cancelled, ConfigError
 from orchestrator.events import EventBus, RunWarning, StepFinished, StepStarted
 from orchestrator.exporters.base import ExportContext, exporter_kinds, load_exporter
-from orchestrator.inventory import collect_inventory, fact_to_json, summarize_inventory
+from orchestrator.inventory import Fact, InventorySummary, collect_inventory, fact_to_json
+from orchestrator.inventory import summarize_inventory as summary_of
 from orchestrator.journal import Journal
 from orchestrator.manifest import publish_manifest
 from orchestrator.planner import Prioritizer, Rule
+from orchestrator.probe import (
+    EC2_INSTANCE_TYPES,
+    NoCandidateLeft,
+    Requirements,
+    choose_and_provision,
+    compute_providers_from_config,
+    probe_candidates,
+    requirements_from_inventory,
+)
 from orchestrator.progress import RunProgress
 from orchestrator.report import build_report, write_report_json
 from orchestrator.transfer import CancelToken, Destination, TransferEngine, TransferSettings
@@ -37,10 +47,11 @@ log = logging.getLogger(__name__)
 
 #: Later steps of the path, not yet wired to this command: (step, why skipped).
 SEAMS = {
-    "probe": "no candidates probed yet: `exitplan probe` ranks alternative hosts",
     "replay": "no playbook replayed yet: the service is not brought up by this run",
     "verify-target": "no target to verify until a playbook has been replayed",
 }
+#: How long the probe may take, all candidates together.
+PROBE_BUDGET_S = 120.0
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -74,14 +85,16 @@ def run_dir(config: Config, run_id: str) -> Path:
 
 
 @contextlib.contextmanager
-def open_source(config: Config) -> Iterator[AwsAccount]:
+def open_source(config: Config, *, with_database: bool = False) -> Iterator[AwsAccount]:
     """The source account: the in-process sandbox, or AWS (or a moto server) via boto3."""
     aws = config.source.aws
     if aws.sandbox:
-        from orchestrator.sandbox import sandbox_account
+        from orchestrator.sandbox import running_sandbox
 
-        with sandbox_account() as account:
-            yield account
+        # A real PostgreSQL stands behind the sandbox's RDS instance where
+        # the machine has one; without it the sandbox still runs.
+        with running_sandbox(postgres=with_database) as sandbox:
+            yield sandbox.account
         return
     account = AwsAccount(
         regions=aws.regions,
@@ -133,7 +146,7 @@ def run_migration(
     cancel = cancel or CancelToken()
     # The source is opened first: missing credentials or a bad profile must
     # stop the run before anything is written.
-    with open_source(config) as account:
+    with open_source(config, with_database=True) as account:
         destinations = open_destinations(config)
         journal = workspace_journal(config, clock)
         try:
@@ -194,18 +207,22 @@ def _run(
     context = ExportContext(
         run_id=run_id,
         scratch_dir=directory / "scratch",
-        recipients={d.name: d.recipients for d in config.destinations if d.recipients},
+        recipients={d.name: d.recipients for d in config.destinations},
         part_size=config.transfer.part_size,
+        sandbox=config.source.aws.sandbox,
     )
     failed_steps: list[str] = []
+    warnings: list[str] = []
 
     def step(name: str) -> _Step:
         return _Step(name, run_id, journal, events)
 
+    inventory: TakenInventory | None = None
     with step("inventory") as s:
         try:
-            summary = _take_inventory(account, directory / "inventory.jsonl")
-            s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(summary.items()))
+            inventory = take_inventory(account, directory / "inventory.jsonl")
+            found = inventory.summary.as_counts()
+            s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(found.items()))
         except Exception as exc:  # the exporters list for themselves: carry on without it
             log.exception("inventory failed")
             s.status, s.detail = "failed", f"{type(exc).__name__}: {exc}"
@@ -233,6 +250,9 @@ def _run(
                 exporter = load_exporter(kind)(account, tier_of=prioritizer, context=context)
                 try:
                     engine.export(exporter)
+                    for message in exporter.warnings():
+                        warnings.append(message)
+                        events.emit(RunWarning(message=message))
                 except Cancelled:
                     s.status = "cancelled"
                 except Exception as exc:  # one kind failing must not stop the others
@@ -247,6 +267,18 @@ def _run(
     with step("manifest") as s:
         sizes = [publish_manifest(journal, d.name, d.store) for d in destinations]
         s.detail = f"{len(sizes)} manifest(s), {sum(sizes)} bytes"
+
+    target: dict[str, Any] = {}
+    if not config.candidates:
+        journal.start_step(run_id, "probe")
+        journal.finish_step(run_id, "probe", "skipped", "no candidates in the config")
+    elif not cancel.is_set():
+        with step("probe") as s:
+            target = choose_target(config, inventory, request.deadline, clock, directory)
+            s.detail = target["summary"]
+            if not target.get("chosen"):
+                s.status = "failed"
+                failed_steps.append("probe")
     for name, why in SEAMS.items():
         journal.start_step(run_id, name)
         journal.finish_step(run_id, name, "skipped", why)
@@ -273,22 +305,113 @@ def _run(
         plan=plan,
         seams=SEAMS,
     )
+    report["warnings"] = warnings
+    report["target"] = target
     report_path = directory / "report.json"
     write_report_json(report_path, report)
     return MigrationResult(run_id, status, code, report, report_path)
 
 
-def _take_inventory(account: AwsAccount, path: Path) -> dict[str, dict[str, int]]:
-    """Stream the inventory to JSON Lines and return counts per kind."""
+@dataclass
+class TakenInventory:
+    summary: InventorySummary
+    #: EC2 instances (few): the service's hosts, which size its new home.
+    instances: list[Fact]
 
-    def recorded() -> Iterator[Any]:
+
+def take_inventory(account: AwsAccount, path: Path) -> TakenInventory:
+    """Stream the inventory to JSON Lines; keep the totals and the EC2 instances."""
+    instances: list[Fact] = []
+
+    def recorded() -> Iterator[Fact]:
         with path.open("w", encoding="utf-8") as out:
             for fact in collect_inventory(account):
                 out.write(json.dumps(fact_to_json(fact), sort_keys=True) + "\n")
+                if fact.kind == "ec2":
+                    instances.append(fact)
                 yield fact
 
-    summary = summarize_inventory(recorded())
-    return summary.as_counts()
+    return TakenInventory(summary_of(recorded()), instances)
+
+
+def service_requirements(inventory: TakenInventory | None) -> Requirements:
+    """What the new home needs: the largest known instance's size, its ports, the data."""
+    if inventory is None:
+        return Requirements()
+    known = [
+        fact
+        for fact in inventory.instances
+        if fact.attributes.get("instance_type") in EC2_INSTANCE_TYPES
+    ]
+    largest = max(
+        known,
+        key=lambda fact: EC2_INSTANCE_TYPES[fact.attributes["instance_type"]],
+        default=None,
+    )
+    return requirements_from_inventory(inventory.summary, largest)
+
+
+def choose_target(
+    config: Config,
+    inventory: TakenInventory | None,
+    deadline: datetime | None,
+    clock: Clock,
+    directory: Path,
+) -> dict[str, Any]:
+    """Probe every candidate, rank them, and take the best one that can be had.
+
+    A candidate that refuses when provisioned (locked account, no capacity,
+    a host that does not come up) is recorded and the next one is tried.
+    The probe report is written beside the run's report.
+    """
+    providers = compute_providers_from_config(config.candidates)
+    requirements = service_requirements(inventory)
+    report = probe_candidates(
+        list(providers.values()), requirements, budget_s=PROBE_BUDGET_S, clock=clock
+    )
+    (directory / "probe.json").write_text(report.to_json() + "\n", encoding="utf-8")
+    ranking = json.loads(report.to_json())
+    result: dict[str, Any] = {"probe": ranking, "attempts": [], "chosen": None}
+    try:
+        row, ready, attempts = choose_and_provision(
+            report,
+            providers,
+            name=f"exitplan-{directory.name.lower()}",
+            authorized_key=_public_key(),
+            key_file=None,
+            deadline=deadline or clock.now() + timedelta(hours=1),
+            clock=clock,
+        )
+    except NoCandidateLeft as exc:
+        result["attempts"] = [asdict(a) for a in exc.attempts]
+        result["summary"] = f"no candidate could be had: {exc}"
+        return result
+    result["attempts"] = [asdict(a) for a in attempts]
+    result["chosen"] = {
+        "candidate": row.candidate,
+        "target": row.target,
+        "address": ready.address,
+        "port": ready.port,
+        "transport": ready.transport,
+    }
+    fallbacks = len(attempts) - 1
+    result["summary"] = f"{row.candidate} ({row.target})" + (
+        f" after {fallbacks} refusal(s)" if fallbacks else ""
+    )
+    return result
+
+
+def _public_key() -> str:
+    """The SSH public key a new cloud server should accept: $EXITPLAN_SSH_PUBLIC_KEY or ~/.ssh."""
+    import os
+
+    if os.environ.get("EXITPLAN_SSH_PUBLIC_KEY"):
+        return os.environ["EXITPLAN_SSH_PUBLIC_KEY"]
+    for name in ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"):
+        path = Path.home() / ".ssh" / name
+        if path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+    return ""
 
 
 class _Step:

@@ -55,6 +55,7 @@ from providers.base import (
     Size,
     UnknownHostKey,
 )
+from providers.compute import open_host
 from providers.registry import get_provider_spec, load_provider_class
 
 GIB = 1024**3
@@ -436,20 +437,9 @@ def _probe_cloud(
 def _probe_host(
     provider: ComputeProvider, host: ReadyHost, settings: _ProbeSettings
 ) -> ProbeResult:
-    from providers.ssh import SshHost  # paramiko only when a host is probed
-
     req = settings.requirements
     target = host.node_id
-    ssh = SshHost(
-        host.address,
-        host.port,
-        user=host.user,
-        host_key=host.host_key,
-        key_file=host.key_file,
-        connect_timeout=settings.connect_timeout_s,
-        connect_retries=0,
-        command_timeout=max(5.0, settings.connect_timeout_s * 3),
-    )
+    ssh = open_host(host, connect_timeout_s=settings.connect_timeout_s)
     try:
         with ssh:
             ssh.run(["true"], timeout=settings.connect_timeout_s).check()  # connects

@@ -83,7 +83,7 @@ class RunProgress:
 
     def _update(self, kind: str, **delta: int) -> None:
         with self._lock:
-            current = self._kinds.get(kind) or KindProgress(kind, 0, 0, False, 0, 0, 0, 0, 0, 0)
+            current = self._kinds.get(kind) or KindProgress(kind, 0, 0, False, 0, 0, 0, 0, 0, 0, 0)
             changes = {name: getattr(current, name) + value for name, value in delta.items()}
             self._kinds[kind] = replace(current, **changes)
 
@@ -92,7 +92,7 @@ class RunProgress:
 
     def listing_done(self, kind: str) -> None:
         with self._lock:
-            current = self._kinds.get(kind) or KindProgress(kind, 0, 0, False, 0, 0, 0, 0, 0, 0)
+            current = self._kinds.get(kind) or KindProgress(kind, 0, 0, False, 0, 0, 0, 0, 0, 0, 0)
             self._kinds[kind] = replace(current, listing_done=True)
             snapshot = self._kinds[kind]
         self.events.emit(
@@ -112,8 +112,8 @@ class RunProgress:
         self._update(kind, done_items=1, done_bytes=size)
         self.tick()
 
-    def failed(self, kind: str) -> None:
-        self._update(kind, failed_items=1)
+    def failed(self, kind: str, size: int = 0) -> None:
+        self._update(kind, failed_items=1, failed_bytes=size)
         self.tick()
 
     def copied(self, kind: str, nbytes: int) -> None:

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 from orchestrator.errors import ConfigError
+from orchestrator.postgres import LocalCluster
 from providers.aws import AwsAccount
 
 SANDBOX_REGION = "us-east-1"
@@ -79,7 +80,7 @@ KIB = 1024
 MIB = 1024 * 1024
 
 #: EBS direct snapshot: moto reports (and we therefore write) 512-byte blocks.
-SNAPSHOT_VOLUME_SIZE_GIB = 8
+SNAPSHOT_VOLUME_SIZE_GIB = 1
 SNAPSHOT_BLOCK_SIZE = 512
 SNAPSHOT_BLOCK_INDICES: tuple[int, ...] = (0, 1, 2, 3, 64, 65, 1024, 4096)
 
@@ -806,10 +807,102 @@ class Sandbox:
 
     account: AwsAccount
     summary: SeedSummary
+    #: The PostgreSQL cluster behind the RDS instance (``running_sandbox(postgres=True)``
+    #: with PostgreSQL installed), else None.
+    postgres: LocalCluster | None = None
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+#: Rows of the microblog database behind the sandbox's RDS instance, per table.
+SANDBOX_PG_ROW_COUNTS: dict[str, int] = {
+    "public.users": 400,
+    "public.posts": 2400,
+    "public.follows": 1600,
+}
+_PG_WORDS = ("exit", "plan", "deadline", "cloud", "café", "日本", "backup", "shipit", "coffee")
+
+
+def microblog_sql() -> str:
+    """The microblog schema and its rows as one psql script (COPY inline); the
+    same text on every call, with :data:`SANDBOX_PG_ROW_COUNTS` rows."""
+    rng = _rng("postgres", DB_NAME)
+    users = SANDBOX_PG_ROW_COUNTS["public.users"]
+    lines = [
+        "CREATE TABLE users (id integer PRIMARY KEY, handle text NOT NULL UNIQUE,"
+        " email text NOT NULL, created_at timestamptz NOT NULL);",
+        "CREATE TABLE posts (id bigint PRIMARY KEY, user_id integer NOT NULL REFERENCES users,"
+        " body text NOT NULL, created_at timestamptz NOT NULL);",
+        "CREATE TABLE follows (follower_id integer REFERENCES users,"
+        " followee_id integer REFERENCES users, created_at timestamptz NOT NULL,"
+        " PRIMARY KEY (follower_id, followee_id));",
+        "CREATE INDEX posts_by_user ON posts (user_id, created_at);",
+        "COPY users FROM STDIN;",
+    ]
+    for uid in range(1, users + 1):
+        lines.append(
+            f"{uid}\tuser{uid}\tuser{uid}@microblog.example\t"
+            f"2019-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} 12:00:00+00"
+        )
+    lines.append("\\.")
+    lines.append("COPY posts FROM STDIN;")
+    for pid in range(1, SANDBOX_PG_ROW_COUNTS["public.posts"] + 1):
+        body = " ".join(rng.choice(_PG_WORDS) for _ in range(rng.randint(3, 12)))
+        lines.append(
+            f"{pid}\t{rng.randint(1, users)}\t{body}\t2020-{rng.randint(1, 12):02d}-"
+            f"{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00+00"
+        )
+    lines.append("\\.")
+    lines.append("COPY follows FROM STDIN;")
+    pairs: set[tuple[int, int]] = set()
+    while len(pairs) < SANDBOX_PG_ROW_COUNTS["public.follows"]:
+        pair = (rng.randint(1, users), rng.randint(1, users))
+        if pair[0] != pair[1]:
+            pairs.add(pair)
+    lines += [f"{a}\t{b}\t2020-06-01 00:00:00+00" for a, b in sorted(pairs)]
+    lines.append("\\.")
+    return "\n".join(lines) + "\n"
 
 
 @contextmanager
-def running_sandbox() -> Iterator[Sandbox]:
+def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
+    """Put a real PostgreSQL cluster behind the sandbox's RDS instance; stop it on exit.
+
+    The cluster (127.0.0.1, a free port) has :data:`DB_MASTER_USERNAME` /
+    :data:`DB_PASSWORD` as superuser and database :data:`DB_NAME` seeded by
+    :func:`microblog_sql`. moto's RDS endpoint cannot be changed, so the
+    instance is tagged ``exitplan:endpoint=127.0.0.1:<port>``, which the RDS
+    exporter honours, and ``exitplan:password-secret`` names the password's
+    secret. Yields None (the instance keeps its unreachable endpoint, and the
+    RDS exporter says what to install) when PostgreSQL is not installed.
+    """
+    from orchestrator.exporters.rds import ENDPOINT_TAG, PASSWORD_SECRET_TAG
+    from orchestrator.postgres import create_database, find_pg_tools, psql_lines
+
+    rds = account.client("rds", SANDBOX_REGION)
+    arn = rds.describe_db_instances(DBInstanceIdentifier=DB_INSTANCE_ID)["DBInstances"][0][
+        "DBInstanceArn"
+    ]
+    rds.add_tags_to_resource(
+        ResourceName=arn, Tags=_tags(**{PASSWORD_SECRET_TAG: DB_PASSWORD_SECRET})
+    )
+    tools = find_pg_tools(server=True)
+    if tools is None:
+        yield None
+        return
+    with LocalCluster(tools, superuser=DB_MASTER_USERNAME, password=DB_PASSWORD) as cluster:
+        create_database(tools, cluster.conn(), DB_NAME)
+        psql_lines(
+            tools, cluster.conn(DB_NAME), microblog_sql(), what="seed the microblog database"
+        )
+        rds.add_tags_to_resource(
+            ResourceName=arn, Tags=_tags(**{ENDPOINT_TAG: f"{cluster.host}:{cluster.port}"})
+        )
+        yield cluster
+
+
+@contextmanager
+def running_sandbox(*, postgres: bool = False) -> Iterator[Sandbox]:
     """The seeded microblog account held in moto in this process, with its summary.
 
     Starts a fresh ``moto.mock_aws()`` (not to be nested in another active
@@ -817,7 +910,8 @@ def running_sandbox() -> Iterator[Sandbox]:
     service and yields it. While inside, boto3 calls from any thread of this
     process reach moto, and dummy credentials are in ``os.environ`` (set only
     where none were; the environment is restored on exit and all moto state
-    is dropped).
+    is dropped). With ``postgres``, a real PostgreSQL cluster stands behind
+    the RDS instance (see :func:`sandbox_postgres`) and is stopped on exit.
     """
     import moto
 
@@ -839,7 +933,11 @@ def running_sandbox() -> Iterator[Sandbox]:
             seed_moto_random(SANDBOX_SEED)
             account = AwsAccount(regions=(SANDBOX_REGION,))
             summary = seed_microblog(account)
-            yield Sandbox(account, summary)
+            if not postgres:
+                yield Sandbox(account, summary)
+                return
+            with sandbox_postgres(account) as cluster:
+                yield Sandbox(account, summary, cluster)
     finally:
         for name, value in saved.items():
             if value is None:

@@ -336,7 +336,7 @@ class TransferEngine:
             message = _describe_error(last_error)
             for destination in remaining:
                 self.journal.mark_failed(destination.name, item.dest_key, item.idem_key, message)
-            self.progress.failed(item.kind)
+            self.progress.failed(item.kind, item.size or 0)
             self.events.emit(
                 ItemFinished(
                     kind=item.kind,

@@ -827,6 +827,9 @@ class ReadyHost:
     host_key: str
     node_id: str
     key_file: _Path | None = None
+    #: How to reach it: ``"ssh"``, or ``"local"`` for this very machine (the
+    #: sandbox's target), which needs neither a key nor a connection.
+    transport: str = "ssh"
 
 
 class ComputeProvider(ABC):

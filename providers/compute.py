@@ -41,6 +41,7 @@ from orchestrator.errors import ConfigError, ExitplanError, FatalError, Retryabl
 from providers.base import (
     AccountStatus,
     ComputeProvider,
+    Host,
     HostUnreachable,
     Location,
     NoCapacity,
@@ -304,6 +305,62 @@ class SshPoolProvider(ComputeProvider):
     def destroy(self, node: Node) -> None:
         """Release the claim; the host itself is not touched."""
         self._claims.release(node.id)
+
+
+class LocalMachineProvider(ComputeProvider):
+    """This machine as the one candidate host: the sandbox's target.
+
+    It lets a new user see the probe and the choice of a target work without
+    renting anything; the host is reached with ``providers.local.LocalHost``.
+    """
+
+    capabilities = frozenset({"pre_arranged", "local"})
+    provisioning_estimate_s = 0.0
+
+    def describe(self) -> str:
+        return f"local:{self.name} (this machine)"
+
+    def check_account(self) -> AccountStatus:
+        return AccountStatus("active", "this machine")
+
+    def list_sizes(self) -> list[Size]:
+        return []
+
+    def list_locations(self) -> list[Location]:
+        return []
+
+    def _ready(self) -> ReadyHost:
+        return ReadyHost("localhost", 0, "", "", "localhost", None, transport="local")
+
+    def existing_hosts(self) -> list[ReadyHost]:
+        return [self._ready()]
+
+    def provision(self, spec: ProvisionSpec) -> Node:
+        return Node(id="localhost", name=spec.name, provider=self.name, state="claimed")
+
+    def wait_ready(self, node: Node, deadline: datetime, clock: Clock) -> ReadyHost:
+        return self._ready()
+
+    def destroy(self, node: Node) -> None:
+        """Nothing to release: this machine is not ours to remove."""
+
+
+def open_host(ready: ReadyHost, *, connect_timeout_s: float = 10.0) -> Host:
+    """A ``Host`` for a ready host: over SSH with its pinned key, or this machine."""
+    if ready.transport == "local":
+        from providers.local import LocalHost
+
+        return LocalHost(name=ready.node_id)
+    return SshHost(
+        ready.address,
+        ready.port,
+        user=ready.user,
+        host_key=ready.host_key,
+        key_file=ready.key_file,
+        connect_timeout=connect_timeout_s,
+        connect_retries=0,
+        command_timeout=max(5.0, connect_timeout_s * 3),
+    )
 
 
 # ---------------------------------------------------------------------------

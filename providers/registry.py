@@ -118,6 +118,14 @@ _SPECS: tuple[ProviderSpec, ...] = (
     ),
     ProviderSpec(
         kind="compute",
+        name="local",
+        module="providers.compute",
+        cls="LocalMachineProvider",
+        options=(),
+        summary="this machine as the target (the sandbox's candidate)",
+    ),
+    ProviderSpec(
+        kind="compute",
         name="ssh-pool",
         module="providers.compute",
         cls="SshPoolProvider",

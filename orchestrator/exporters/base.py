@@ -52,6 +52,9 @@ class ExportContext:
     scratch_dir: Path | None = None
     #: Destination name -> age recipients declared for it (absent: none).
     recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The built-in sandbox: tools it cannot assume on a new machine
+    #: (PostgreSQL for the database dump) are optional there, with a warning.
+    sandbox: bool = False
     #: Large objects are read as parallel ranged parts of this size.
     part_size: int = 16 * 1024 * 1024
     #: Where credentials such as PGPASSWORD are looked up; never logged.
@@ -164,6 +167,11 @@ class Exporter(ABC):
         Exporters whose items depend on each other use it so that a dependent
         item never waits for one that will not be read in this run.
         """
+
+    def warnings(self) -> list[str]:
+        """What a person must know about this export that is not a failure
+        (e.g. secrets skipped for want of recipients). Read after ``export``."""
+        return []
 
     def describe(self) -> str:
         return self.kind

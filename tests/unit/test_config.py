@@ -587,7 +587,7 @@ def test_unknown_compute_kind_lists_the_registry(tmp_path: Path) -> None:
     text = FULL.replace("kind: ssh-pool", "kind: kubernetes")
     assert error_for(tmp_path, text) == (
         "FILE:22:11: candidates[0].kind: unknown compute kind 'kubernetes'; known compute "
-        "kinds: libcloud, ssh-pool"
+        "kinds: libcloud, local, ssh-pool"
     )
 
 

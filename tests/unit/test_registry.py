@@ -31,7 +31,7 @@ def test_registered_names_per_kind() -> None:
         "s3",
         "wasabi",
     )
-    assert provider_names("compute") == ("libcloud", "ssh-pool")
+    assert provider_names("compute") == ("libcloud", "local", "ssh-pool")
     assert provider_names("dns") == ("powerdns",)
 
 
