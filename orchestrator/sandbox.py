@@ -556,11 +556,16 @@ def _seed_instances(ec2: Any, net: _Network) -> tuple[dict[str, str], dict[str, 
     return instance_ids, volume_ids
 
 
-def _seed_snapshot(account: AwsAccount, data_volume_id: str) -> str:
-    """A snapshot of the data volume made through the EBS direct APIs.
+def _seed_snapshot(
+    account: AwsAccount,
+    data_volume_id: str,
+    name: str = "microblog-worker-data-nightly",
+    blocks: tuple[int, ...] = SNAPSHOT_BLOCK_INDICES,
+) -> str:
+    """A snapshot of a volume made through the EBS direct APIs.
 
     moto serves ListSnapshotBlocks/GetSnapshotBlock only for snapshots started
-    this way, so it stands in for a snapshot of the worker's data volume; the
+    this way, so it stands in for a nightly snapshot of the volume; the
     ``volume-id`` tag links the two, as moto's snapshot points at a volume of
     its own.
     """
@@ -568,10 +573,10 @@ def _seed_snapshot(account: AwsAccount, data_volume_id: str) -> str:
     ec2 = account.client("ec2", SANDBOX_REGION)
     snapshot_id: str = ebs.start_snapshot(
         VolumeSize=SNAPSHOT_VOLUME_SIZE_GIB,
-        Description="microblog worker data, nightly",
-        Tags=_tags(**{"volume-id": data_volume_id, "Name": "microblog-worker-data-nightly"}),
+        Description=f"{name}, nightly",
+        Tags=_tags(**{"volume-id": data_volume_id, "Name": name}),
     )["SnapshotId"]
-    for index in SNAPSHOT_BLOCK_INDICES:
+    for index in blocks:
         block = snapshot_block_data(index)
         ebs.put_snapshot_block(
             SnapshotId=snapshot_id,
@@ -581,7 +586,7 @@ def _seed_snapshot(account: AwsAccount, data_volume_id: str) -> str:
             Checksum=base64.b64encode(hashlib.sha256(block).digest()).decode(),
             ChecksumAlgorithm="SHA256",
         )
-    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(SNAPSHOT_BLOCK_INDICES))
+    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
     # moto's start_snapshot also makes a throwaway volume to hang the snapshot
     # on; real EBS direct snapshots have none, so drop it to keep the volume
     # list true to the service.
@@ -606,6 +611,11 @@ def seed_microblog(account: AwsAccount) -> SeedSummary:
     net = _seed_network(ec2)
     instance_ids, volume_ids = _seed_instances(ec2, net)
     snapshot_id = _seed_snapshot(account, volume_ids["worker-1:data"])
+    # Every root volume has its nightly snapshot too (a boot sector and a
+    # little more), so the sandbox exports every disk of the service.
+    for role, volume_id in sorted(volume_ids.items()):
+        if role.endswith(":root"):
+            _seed_snapshot(account, volume_id, f"microblog-{role.replace(':', '-')}", (0, 1, 2))
 
     # Secrets before RDS: the database password is read back from its secret,
     # the way the real service's provisioning does it.
