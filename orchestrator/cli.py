@@ -292,7 +292,7 @@ def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | Non
         )
         for destination in config.destinations:
             print(f"destination:  {destination.name} ({destination.driver})")
-        for entry in plan_summary(prioritizer, list(exporter_kinds())):
+        for entry in plan_summary(prioritizer, list(_kinds(args.only) or exporter_kinds())):
             print(f"export {entry['order']}:     {entry['kind']}")
         if deadline is not None:
             print(
@@ -301,7 +301,11 @@ def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | Non
         return 0
     if config.source.aws.sandbox:
         config = _with_sandbox_recipient(config)
+    kinds = _kinds(getattr(args, "only", None))
+    whole_path = args.command != "export"
     invocation = {
+        "command": "migrate" if whole_path else "export",
+        "kinds": list(kinds) if kinds else None,
         "config": str(Path(args.config).resolve()) if args.config else None,
         "deadline": deadline.isoformat() if deadline else None,
         "workspace": str(config.workspace),
@@ -316,7 +320,14 @@ def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | Non
     previous = _install_interrupt(cancel)
     try:
         result = run_migration(
-            MigrationRequest(config, deadline, resume_run_id=resume_run, invocation=invocation),
+            MigrationRequest(
+                config,
+                deadline,
+                resume_run_id=resume_run,
+                invocation=invocation,
+                kinds=kinds,
+                whole_path=whole_path,
+            ),
             events=events,
             clock=clock,
             cancel=cancel,
@@ -355,6 +366,22 @@ def _with_sandbox_recipient(config: Config) -> Config:
         replace(d, recipients=d.recipients or (recipient,)) for d in config.destinations
     )
     return replace(config, destinations=destinations)
+
+
+def _kinds(text: str | None) -> tuple[str, ...] | None:
+    """``--only s3,route53`` -> ("s3", "route53"), checked against the exporters."""
+    from orchestrator.exporters.base import exporter_kinds
+
+    if not text:
+        return None
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in exporter_kinds()]
+    if unknown or not kinds:
+        raise ConfigError(
+            f"--only {text!r}: unknown kind(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(exporter_kinds())}"
+        )
+    return kinds
 
 
 def _install_interrupt(cancel: CancelToken) -> Any:
@@ -422,6 +449,10 @@ def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
         args.deadline = run.deadline.isoformat()
     if not getattr(args, "concurrency", None):
         args.concurrency = run.invocation.get("concurrency")
+    if run.invocation.get("command") == "export":
+        args.command = "export"
+    if not getattr(args, "only", None) and run.invocation.get("kinds"):
+        args.only = ",".join(run.invocation["kinds"])
     del workspace_journal
     return _run_migration(args, clock, resume_run=run.id)
 
@@ -607,19 +638,21 @@ def build_parser() -> argparse.ArgumentParser:
             "--concurrency", type=int, help="parallel transfers (default from config: 32)"
         )
         p.add_argument("--bwlimit", help="cap on bytes read per second, e.g. 50MiB")
+        p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("plan", parents=[common], help="what would be saved, in which order")
     p.add_argument("--deadline")
     p.add_argument("--output", choices=("text", "json"), default="text")
-    p.set_defaults(func=cmd_migrate, dry_run=True, concurrency=None, bwlimit=None)
+    p.set_defaults(func=cmd_migrate, dry_run=True, concurrency=None, bwlimit=None, only=None)
 
     p = sub.add_parser("resume", parents=[common], help="carry on an interrupted run")
     p.add_argument("run", nargs="?", help="run id (default: the newest)")
     p.add_argument("--deadline", help="a new deadline, if the recorded one has passed")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--bwlimit")
+    p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_resume)
 

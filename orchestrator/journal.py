@@ -22,6 +22,7 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,9 +126,7 @@ class KindProgress:
     @property
     def remaining_bytes(self) -> int:
         """Bytes still to copy; items given up on are not waited for."""
-        return max(
-            0, self.listed_bytes - self.done_bytes - self.skipped_bytes - self.failed_bytes
-        )
+        return max(0, self.listed_bytes - self.done_bytes - self.skipped_bytes - self.failed_bytes)
 
 
 @dataclass(frozen=True)
@@ -153,8 +152,10 @@ def _parse(text: str | None) -> datetime | None:
 class Journal:
     """SQLite-backed state of one workspace. Thread-safe."""
 
-    #: Commit after this many pending writes, or when ``flush`` is called.
+    #: Commit after this many pending writes, or this many seconds after the
+    #: first of them, or when ``flush`` is called: a kill -9 loses little.
     BATCH = 64
+    BATCH_SECONDS = 0.25
 
     def __init__(self, path: Path, clock: Clock | None = None) -> None:
         self.path = path
@@ -162,6 +163,7 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._pending = 0
+        self._first_pending_at = 0.0
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against a killed process (the WAL is in the OS
@@ -178,11 +180,18 @@ class Journal:
 
     # -- plumbing ----------------------------------------------------------
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _write(self, sql: str, params: tuple[Any, ...], *, durable: bool = False) -> None:
         with self._lock:
             self._db.execute(sql, params)
+            now = time.monotonic()
+            if self._pending == 0:
+                self._first_pending_at = now
             self._pending += 1
-            if self._pending >= self.BATCH:
+            if (
+                durable
+                or self._pending >= self.BATCH
+                or now - self._first_pending_at >= self.BATCH_SECONDS
+            ):
                 self._commit()
 
     def _commit(self) -> None:
@@ -412,10 +421,14 @@ class Journal:
         return {row[0] for row in rows}
 
     def mark_part_done(self, destination: str, idem_key: str, part_index: int) -> None:
-        """Record a part as written; only after its bytes were handed to the store."""
+        """Record a part as written; only after its bytes were handed to the store.
+
+        Committed at once: a part is many megabytes, a commit a few microseconds.
+        """
         self._write(
             "INSERT OR IGNORE INTO parts (destination, idem_key, part_index) VALUES (?, ?, ?)",
             (destination, idem_key, part_index),
+            durable=True,
         )
 
     def clear_parts(self, destination: str, idem_key: str) -> None:

@@ -74,6 +74,11 @@ class MigrationRequest:
     #: Set to carry on an earlier run instead of starting a new one.
     resume_run_id: str | None = None
     invocation: dict[str, Any] = field(default_factory=dict)
+    #: Only these kinds of resource (None: every kind).
+    kinds: tuple[str, ...] | None = None
+    #: ``exitplan export`` moves the data and stops there: no inventory of
+    #: the service, no probe of candidate hosts.
+    whole_path: bool = True
 
 
 def workspace_journal(config: Config, clock: Clock | None = None) -> Journal:
@@ -146,7 +151,8 @@ def run_migration(
     cancel = cancel or CancelToken()
     # The source is opened first: missing credentials or a bad profile must
     # stop the run before anything is written.
-    with open_source(config, with_database=True) as account:
+    wants_database = request.kinds is None or "rds" in request.kinds
+    with open_source(config, with_database=wants_database) as account:
         destinations = open_destinations(config)
         journal = workspace_journal(config, clock)
         try:
@@ -154,7 +160,8 @@ def run_migration(
                 run_id = request.resume_run_id
                 journal.reopen_run(run_id)
             else:
-                run_id = journal.start_run("migrate", request.deadline, request.invocation)
+                command = "migrate" if request.whole_path else "export"
+                run_id = journal.start_run(command, request.deadline, request.invocation)
             directory = run_dir(config, run_id)
             directory.mkdir(parents=True, exist_ok=True)
             handler = logging.FileHandler(directory / "exitplan.log")
@@ -203,7 +210,7 @@ def _run(
         safety_margin=config.safety_margin,
         on_deadline=lambda: cancel.cancel("the deadline passed"),
     )
-    plan = plan_summary(prioritizer, list(exporter_kinds()))
+    plan = plan_summary(prioritizer, list(request.kinds or exporter_kinds()))
     context = ExportContext(
         run_id=run_id,
         scratch_dir=directory / "scratch",
@@ -218,15 +225,19 @@ def _run(
         return _Step(name, run_id, journal, events)
 
     inventory: TakenInventory | None = None
-    with step("inventory") as s:
-        try:
-            inventory = take_inventory(account, directory / "inventory.jsonl")
-            found = inventory.summary.as_counts()
-            s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(found.items()))
-        except Exception as exc:  # the exporters list for themselves: carry on without it
-            log.exception("inventory failed")
-            s.status, s.detail = "failed", f"{type(exc).__name__}: {exc}"
-            events.emit(RunWarning(message=f"inventory failed, exporting anyway: {exc}"))
+    if not request.whole_path:
+        journal.start_step(run_id, "inventory")
+        journal.finish_step(run_id, "inventory", "skipped", "exitplan export moves data only")
+    else:
+        with step("inventory") as s:
+            try:
+                inventory = take_inventory(account, directory / "inventory.jsonl")
+                found = inventory.summary.as_counts()
+                s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(found.items()))
+            except Exception as exc:  # the exporters list for themselves: carry on without it
+                log.exception("inventory failed")
+                s.status, s.detail = "failed", f"{type(exc).__name__}: {exc}"
+                events.emit(RunWarning(message=f"inventory failed, exporting anyway: {exc}"))
     with step("plan") as s:
         s.detail = " -> ".join(entry["kind"] for entry in plan)
 
@@ -269,7 +280,10 @@ def _run(
         s.detail = f"{len(sizes)} manifest(s), {sum(sizes)} bytes"
 
     target: dict[str, Any] = {}
-    if not config.candidates:
+    if not request.whole_path:
+        journal.start_step(run_id, "probe")
+        journal.finish_step(run_id, "probe", "skipped", "exitplan export moves data only")
+    elif not config.candidates:
         journal.start_step(run_id, "probe")
         journal.finish_step(run_id, "probe", "skipped", "no candidates in the config")
     elif not cancel.is_set():
@@ -366,6 +380,7 @@ def choose_target(
     """
     providers = compute_providers_from_config(config.candidates)
     requirements = service_requirements(inventory)
+    public_key, key_file = login_key()
     report = probe_candidates(
         list(providers.values()), requirements, budget_s=PROBE_BUDGET_S, clock=clock
     )
@@ -377,8 +392,8 @@ def choose_target(
             report,
             providers,
             name=f"exitplan-{directory.name.lower()}",
-            authorized_key=_public_key(),
-            key_file=None,
+            authorized_key=public_key,
+            key_file=key_file,
             deadline=deadline or clock.now() + timedelta(hours=1),
             clock=clock,
         )
@@ -401,17 +416,30 @@ def choose_target(
     return result
 
 
-def _public_key() -> str:
-    """The SSH public key a new cloud server should accept: $EXITPLAN_SSH_PUBLIC_KEY or ~/.ssh."""
+def login_key() -> tuple[str, Path | None]:
+    """The key exitplan logs in to new servers with: (public line, private key file).
+
+    ``$EXITPLAN_SSH_KEY_FILE`` names the private key (its ``.pub`` beside it);
+    otherwise the first of ``~/.ssh/id_ed25519``, ``id_ecdsa``, ``id_rsa``
+    with a ``.pub``; otherwise none, and only pre-arranged hosts can be used.
+    """
     import os
 
-    if os.environ.get("EXITPLAN_SSH_PUBLIC_KEY"):
-        return os.environ["EXITPLAN_SSH_PUBLIC_KEY"]
-    for name in ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"):
-        path = Path.home() / ".ssh" / name
-        if path.is_file():
-            return path.read_text(encoding="utf-8").strip()
-    return ""
+    named = os.environ.get("EXITPLAN_SSH_KEY_FILE")
+    candidates = (
+        [Path(named)]
+        if named
+        else [Path.home() / ".ssh" / n for n in ("id_ed25519", "id_ecdsa", "id_rsa")]
+    )
+    for private in candidates:
+        public = private.with_name(private.name + ".pub")
+        if private.is_file() and public.is_file():
+            return public.read_text(encoding="utf-8").strip(), private
+    if named:
+        raise ConfigError(
+            f"EXITPLAN_SSH_KEY_FILE={named}: needs the private key and {named}.pub beside it"
+        )
+    return "", None
 
 
 class _Step:

@@ -528,17 +528,27 @@ class TransferEngine:
         for attempt in retrying:
             with attempt:
                 self.cancel.raise_if_set()
-                data = ranged.read_part(part)
-                if len(data) != part.length:
+                # Written in place as it arrives: memory stays at one chunk
+                # per worker, whatever the part size.
+                written = 0
+                for chunk in ranged.stream_part(part):
+                    self.cancel.raise_if_set()
+                    if written + len(chunk) > part.length:
+                        raise ChecksumMismatch(
+                            f"{item.dest_key}: part {part.index} is longer than {part.length}"
+                        )
+                    if self._limiter is not None:
+                        self._limiter.consume(len(chunk))
+                    for writer in writers.values():
+                        writer.write_at(part.offset + written, chunk)
+                    written += len(chunk)
+                    self.progress.copied(item.kind, len(chunk))
+                if written != part.length:
                     raise ChecksumMismatch(
-                        f"{item.dest_key}: part {part.index} has {len(data)} of {part.length} bytes"
+                        f"{item.dest_key}: part {part.index} has {written} of {part.length} bytes"
                     )
-        if self._limiter is not None:
-            self._limiter.consume(len(data))
-        for name, writer in writers.items():
-            writer.write_at(part.offset, data)
+        for name in writers:
             self.journal.mark_part_done(name, item.idem_key, part.index)
-        self.progress.copied(item.kind, len(data))
 
     def _check_stored(
         self, destination: Destination, stored: StoredObject, hashing: _Hashing

@@ -93,6 +93,15 @@ class RangedSource(ABC):
         damaged read. Retry-safe: yes.
         """
 
+    def stream_part(self, part: Part) -> Iterator[bytes]:
+        """The part's bytes in pieces, so a large part is never held whole.
+
+        The default reads the part at once (right for small parts such as EBS
+        blocks, whose checksum covers the whole block); sources of large
+        parts override it. The pieces must add up to ``part.length``.
+        """
+        yield self.read_part(part)
+
     def observe(self, chunk: bytes) -> None:  # noqa: B027 - optional hook
         """Sees the assembled bytes in order (as re-read from the destination) before
         ``verify``; for checks that need more than the whole md5 and sha256."""

@@ -184,20 +184,22 @@ class S3RangedSource(RangedSource):
             yield Part(index=index, offset=offset, length=min(self.part_size, self.size - offset))
 
     def read_part(self, part: Part) -> bytes:
+        return b"".join(self.stream_part(part))
+
+    def stream_part(self, part: Part) -> Iterator[bytes]:
         params = self.exporter.get_params(self.item)
         params["Range"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
         response = self.exporter.account.client("s3").get_object(**params)
+        if not self._response:
+            self._response = {k: v for k, v in response.items() if k != "Body"}
         try:
-            data: bytes = response["Body"].read()
+            yield from response["Body"].iter_chunks(_CHUNK)
         except botocore.exceptions.BotoCoreError as exc:
             raise RetryableError(
                 f"{self.item.dest_key}: reading part {part.index} failed ({type(exc).__name__})"
             ) from exc
         finally:
             response["Body"].close()
-        if not self._response:
-            self._response = {k: v for k, v in response.items() if k != "Body"}
-        return data
 
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
         # A ranged response's ContentLength is the part's; the object's size

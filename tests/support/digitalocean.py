@@ -14,7 +14,9 @@ their sshd listens, as real ones do.
 - ``"locked"``: ``/v2/account`` reports ``status: locked`` with a message
   and every other call answers 403, as DigitalOcean does for a locked account;
 - ``"full"``: regions report ``available: false`` and creating a droplet
-  answers 422 "region is currently unavailable".
+  answers 422 "region is currently unavailable";
+- ``"refuse-create"``: everything looks available, but creating a droplet
+  answers 422 as ``"full"`` does (capacity gone between probe and create).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from tests.support.sshd import (
     require_openssh,
 )
 
-Mode = Literal["normal", "locked", "full"]
+Mode = Literal["normal", "locked", "full", "refuse-create"]
 
 SIZES = [
     {"slug": "s-1vcpu-1gb", "vcpus": 1, "memory": 1024, "disk": 25, "price_hourly": 0.00893},
@@ -353,7 +355,7 @@ class DigitalOceanStandIn:
                         droplets = [d.to_json() for d in standin.droplets.values()]
                     self._reply(200, {"droplets": droplets, **meta})
                 elif method == "POST" and path == "/v2/droplets":
-                    if standin.mode == "full":
+                    if standin.mode in ("full", "refuse-create"):
                         self._reply(422, {"id": "unprocessable_entity", "message": FULL_MESSAGE})
                         return
                     if len(standin.droplets) >= standin.droplet_limit:
