@@ -40,7 +40,7 @@ def test_every_kind_is_found_with_the_seeded_counts(facts: list[Fact], sandbox: 
         "s3": 3,
         "ec2": 3,
         "ebs-volume": 4,
-        "ebs-snapshot": 1,
+        "ebs-snapshot": 4,
         "rds": 1,
         "dynamodb": 1,
         "elb": 1,
@@ -87,9 +87,12 @@ def test_every_kind_is_found_with_the_seeded_counts(facts: list[Fact], sandbox: 
         {"instance_id": seeded.instance_ids["worker-1"], "device": "/dev/sdf"}
     ]
 
-    (snapshot,) = _by_kind(facts, "ebs-snapshot").values()
-    assert snapshot.id == seeded.snapshot_id
+    snapshot = _by_kind(facts, "ebs-snapshot")[seeded.snapshot_id]
     assert snapshot.attributes["source_volume_id"] == seeded.volume_ids["worker-1:data"]
+    snapshotted = {
+        s.attributes["source_volume_id"] for s in _by_kind(facts, "ebs-snapshot").values()
+    }
+    assert snapshotted == set(seeded.volume_ids.values())
 
     db = _by_kind(facts, "rds")[sb.DB_INSTANCE_ID].attributes
     assert (db["engine"], db["instance_class"], db["storage_gb"]) == (
