@@ -152,7 +152,8 @@ class _Hashing:
         self.cancel = cancel
         self.limiter = limiter
         self.on_bytes = on_bytes
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        # The md5 is the slowest hash; sources with a cheaper checksum skip it.
+        self.md5 = hashlib.md5(usedforsecurity=False) if stream.wants_md5 else None
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.source_checksum: str | None = None
@@ -162,7 +163,8 @@ class _Hashing:
             self.cancel.raise_if_set()
             if self.limiter is not None:
                 self.limiter.consume(len(chunk))
-            self.md5.update(chunk)
+            if self.md5 is not None:
+                self.md5.update(chunk)
             self.sha256.update(chunk)
             self.size += len(chunk)
             self.on_bytes(len(chunk))
@@ -175,7 +177,9 @@ class _Hashing:
         # Raised here, before the last chunk is handed over, the store never
         # sees the end of the stream and publishes nothing.
         self.source_checksum = self.stream.verify(
-            size=self.size, md5_hex=self.md5.hexdigest(), sha256_hex=self.sha256.hexdigest()
+            size=self.size,
+            md5_hex=self.md5.hexdigest() if self.md5 is not None else "",
+            sha256_hex=self.sha256.hexdigest(),
         )
 
 
@@ -442,16 +446,19 @@ class TransferEngine:
         for target in targets:
             writer = writers[target.name]
             try:
-                md5 = hashlib.md5(usedforsecurity=False)
+                md5 = hashlib.md5(usedforsecurity=False) if ranged.wants_md5 else None
                 sha256 = hashlib.sha256()
                 size = 0
                 for chunk in writer.read_back():
-                    md5.update(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
                     sha256.update(chunk)
                     ranged.observe(chunk)
                     size += len(chunk)
                 source_checksum = ranged.verify(
-                    size=size, md5_hex=md5.hexdigest(), sha256_hex=sha256.hexdigest()
+                    size=size,
+                    md5_hex=md5.hexdigest() if md5 is not None else "",
+                    sha256_hex=sha256.hexdigest(),
                 )
             except ChecksumMismatch as exc:
                 # The staged bytes are wrong somewhere: start this one over.

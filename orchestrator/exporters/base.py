@@ -80,6 +80,9 @@ class RangedSource(ABC):
 
     #: Total size of the item in bytes.
     size: int
+    #: Whether ``verify`` needs the md5 of the bytes (the slowest hash: a
+    #: source with a cheaper checksum of its own says False).
+    wants_md5: bool = True
 
     @abstractmethod
     def parts(self) -> Iterator[Part]:
@@ -113,6 +116,9 @@ class RangedSource(ABC):
 
 class SourceStream(ABC):
     """The bytes of one item, read once, and the source's own word on them."""
+
+    #: Whether ``verify`` needs the md5 of the bytes (see RangedSource.wants_md5).
+    wants_md5: bool = True
 
     @abstractmethod
     def __iter__(self) -> Iterator[bytes]:

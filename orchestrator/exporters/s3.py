@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -98,6 +99,73 @@ class MultipartEtag:
         raise ChecksumMismatch(f"{name}: multipart md5 {computed} does not match ETag {self.etag}")
 
 
+class SourceChecks:
+    """What S3 promised about an object's bytes, checked as they stream past.
+
+    In order of preference: a full-object CRC32 or SHA256 checksum (S3 keeps
+    one for objects uploaded with flexible checksums, the SDKs' default; a
+    CRC32 costs a seventh of an md5), the md5 that a single-part ETag is, the
+    md5 of part md5s that a multipart ETag is, and at least the length.
+    ``wants_md5`` tells the engine whether to spend the md5 at all.
+    """
+
+    def __init__(
+        self, item: ExportItem, headers: Mapping[str, Any], multipart: MultipartEtag | None
+    ) -> None:
+        self.name = f"s3://{item.source['bucket']}/{item.source['key']}"
+        self.etag = str(headers.get("ETag", "")).strip('"') or str(item.source.get("etag", ""))
+        full_object = headers.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+        crc32 = headers.get("ChecksumCRC32")
+        sha256 = headers.get("ChecksumSHA256")
+        self.crc32: int | None = (
+            int.from_bytes(base64.b64decode(crc32), "big")
+            if crc32 and full_object and "-" not in crc32
+            else None
+        )
+        self.sha256: str | None = (
+            base64.b64decode(sha256).hex() if sha256 and full_object and "-" not in sha256 else None
+        )
+        # ETags of SSE-KMS and SSE-C objects are not the md5 of the content.
+        encrypted = str(headers.get("ServerSideEncryption", "")).startswith("aws:kms") or bool(
+            headers.get("SSECustomerAlgorithm")
+        )
+        self.md5_etag = bool(_MD5_ETAG.match(self.etag)) and not encrypted
+        self.multipart = multipart if self.crc32 is None and self.sha256 is None else None
+        self.wants_md5 = self.crc32 is None and self.sha256 is None and self.md5_etag
+        self._crc = 0
+
+    def update(self, chunk: bytes) -> None:
+        if self.crc32 is not None:
+            self._crc = zlib.crc32(chunk, self._crc)
+        elif self.multipart is not None:
+            self.multipart.update(chunk)
+
+    def check(self, *, size: int, expected_size: int, md5_hex: str, sha256_hex: str) -> str:
+        if size != expected_size:
+            raise ChecksumMismatch(f"{self.name}: got {size} of {expected_size} bytes")
+        if self.sha256 is not None:
+            if sha256_hex != self.sha256:
+                raise ChecksumMismatch(
+                    f"{self.name}: sha256 {sha256_hex} does not match S3's {self.sha256}"
+                )
+            return f"sha256:{self.sha256}"
+        if self.crc32 is not None:
+            if self._crc != self.crc32:
+                raise ChecksumMismatch(
+                    f"{self.name}: crc32 {self._crc:08x} does not match S3's {self.crc32:08x}"
+                )
+            return f"crc32:{self.crc32:08x}"
+        if self.md5_etag:
+            if md5_hex != self.etag:
+                raise ChecksumMismatch(
+                    f"{self.name}: md5 {md5_hex} does not match ETag {self.etag}"
+                )
+            return f"md5:{self.etag}"
+        if self.multipart is not None:
+            return self.multipart.check(self.name, size)
+        return f"etag:{self.etag}" if self.etag else "length"
+
+
 class S3SourceStream(SourceStream):
     def __init__(
         self, item: ExportItem, response: Mapping[str, Any], multipart: MultipartEtag | None
@@ -105,13 +173,13 @@ class S3SourceStream(SourceStream):
         self.item = item
         self.response = response
         self.body = response["Body"]
-        self.multipart = multipart
+        self.checks = SourceChecks(item, response, multipart)
+        self.wants_md5 = self.checks.wants_md5
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             for chunk in self.body.iter_chunks(_CHUNK):
-                if self.multipart is not None:
-                    self.multipart.update(chunk)
+                self.checks.update(chunk)
                 yield chunk
         except botocore.exceptions.BotoCoreError as exc:
             raise RetryableError(
@@ -120,64 +188,34 @@ class S3SourceStream(SourceStream):
             ) from exc
 
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        return self.verify_response(
-            self.item, self.response, size, md5_hex, sha256_hex, self.multipart
+        expected = int(self.response.get("ContentLength", size))
+        return self.checks.check(
+            size=size, expected_size=expected, md5_hex=md5_hex, sha256_hex=sha256_hex
         )
-
-    @staticmethod
-    def verify_response(
-        item: ExportItem,
-        response: Mapping[str, Any],
-        size: int,
-        md5_hex: str,
-        sha256_hex: str,
-        multipart: MultipartEtag | None = None,
-    ) -> str | None:
-        """Check what was read against the GET response's length, ETag and checksum."""
-        name = f"s3://{item.source['bucket']}/{item.source['key']}"
-        expected_size = int(response.get("ContentLength", size))
-        if size != expected_size:
-            raise ChecksumMismatch(f"{name}: got {size} of {expected_size} bytes")
-        etag = str(response.get("ETag", "")).strip('"')
-        encrypted_by_kms = response.get("ServerSideEncryption", "").startswith("aws:kms")
-        # ETags of SSE-KMS and SSE-C objects are not the md5 of the content.
-        if (
-            _MD5_ETAG.match(etag)
-            and not encrypted_by_kms
-            and not response.get("SSECustomerAlgorithm")
-        ):
-            if md5_hex != etag:
-                raise ChecksumMismatch(f"{name}: md5 {md5_hex} does not match ETag {etag}")
-            return f"md5:{etag}"
-        sha256_b64 = response.get("ChecksumSHA256")
-        if sha256_b64 and "-" not in sha256_b64:
-            expected = base64.b64decode(sha256_b64).hex()
-            if sha256_hex != expected:
-                raise ChecksumMismatch(f"{name}: sha256 {sha256_hex} does not match {expected}")
-            return f"sha256:{expected}"
-        if multipart is not None:
-            return multipart.check(name, size)
-        return f"etag:{etag}" if etag else None
 
     def close(self) -> None:
         self.body.close()
 
 
 class S3RangedSource(RangedSource):
-    """A large object as ranged GETs, each pinned to the version or ETag listed."""
+    """A large object as ranged GETs, each pinned to the version or ETag listed.
+
+    Ranged responses carry no whole-object checksum, so one HEAD asks for it
+    first; the assembled bytes are checked against it when re-read.
+    """
 
     def __init__(self, exporter: S3Exporter, item: ExportItem, part_size: int) -> None:
         self.exporter = exporter
         self.item = item
         self.size = int(item.size or 0)
         self.part_size = part_size
-        self.multipart = exporter.multipart_etag(item)
-        #: Headers of the first part's response stand for the object's.
-        self._response: dict[str, Any] = {}
+        params = exporter.get_params(item)
+        head = exporter.account.client("s3").head_object(**params)
+        self.checks = SourceChecks(item, head, exporter.multipart_etag(item))
+        self.wants_md5 = self.checks.wants_md5
 
     def observe(self, chunk: bytes) -> None:
-        if self.multipart is not None:
-            self.multipart.update(chunk)
+        self.checks.update(chunk)
 
     def parts(self) -> Iterator[Part]:
         for index, offset in enumerate(range(0, self.size, self.part_size)):
@@ -190,8 +228,6 @@ class S3RangedSource(RangedSource):
         params = self.exporter.get_params(self.item)
         params["Range"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
         response = self.exporter.account.client("s3").get_object(**params)
-        if not self._response:
-            self._response = {k: v for k, v in response.items() if k != "Body"}
         try:
             yield from response["Body"].iter_chunks(_CHUNK)
         except botocore.exceptions.BotoCoreError as exc:
@@ -202,13 +238,8 @@ class S3RangedSource(RangedSource):
             response["Body"].close()
 
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        # A ranged response's ContentLength is the part's; the object's size
-        # is what was listed.
-        response = {**self._response, "ContentLength": self.size}
-        response.pop("ChecksumSHA256", None)  # ranged GETs carry no whole-object checksum
-        response.setdefault("ETag", f'"{self.item.source.get("etag", "")}"')
-        return S3SourceStream.verify_response(
-            self.item, response, size, md5_hex, sha256_hex, self.multipart
+        return self.checks.check(
+            size=size, expected_size=self.size, md5_hex=md5_hex, sha256_hex=sha256_hex
         )
 
 

@@ -64,6 +64,10 @@ class _Observed(RangedSource):
         self.inner = inner
         self.owner = owner
         self.size = inner.size
+        self.wants_md5 = inner.wants_md5
+
+    def observe(self, chunk: bytes) -> None:
+        self.inner.observe(chunk)
 
     def parts(self) -> Iterator[Part]:
         return self.inner.parts()
