@@ -106,6 +106,7 @@ def open_source(config: Config, *, with_database: bool = False) -> Iterator[AwsA
         profile=aws.profile,
         endpoint_url=aws.endpoint_url,
         max_pool_connections=max(10, config.transfer.concurrency + 8),
+        direct_http=True,
     )
     account.check_credentials()
     yield account

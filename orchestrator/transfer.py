@@ -115,6 +115,9 @@ def should_retry(exc: BaseException) -> bool:
 
 
 def _retry_after_seconds(exc: BaseException | None) -> float:
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float):
+        return float(retry_after)
     if isinstance(exc, botocore.exceptions.ClientError):
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         try:

@@ -75,12 +75,20 @@ class AwsAccount:
         profile: str | None = None,
         endpoint_url: str | None = None,
         max_pool_connections: int = 64,
+        direct_http: bool | None = None,
     ) -> None:
         if not regions:
             raise ConfigError("source.aws.regions is empty: name at least one region")
         self.regions = tuple(regions)
         self.profile = profile
         self.endpoint_url = endpoint_url
+        self.max_pool_connections = max_pool_connections
+        #: Whether the hot GETs may bypass botocore's HTTP layer (providers.s3_reader).
+        #: Never for moto in this process: it lives in botocore's HTTP layer, and
+        #: a GET around it would leave the machine. By default: only when an
+        #: endpoint is named; real AWS opts in (orchestrator.migration).
+        self.direct_http = endpoint_url is not None if direct_http is None else direct_http
+        self._reader: Any = None
         self._config = botocore.config.Config(
             max_pool_connections=max_pool_connections,
             retries={"mode": "standard", "max_attempts": 5},
@@ -104,18 +112,42 @@ class AwsAccount:
 
     def client(self, service: str, region: str | None = None) -> Any:
         """A boto3 client for ``service`` in ``region`` (default: the first region)."""
-        key = (service, region or self.home_region)
         with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = self._session.client(
-                    service,
-                    region_name=key[1],
-                    endpoint_url=self.endpoint_url,
-                    config=self._config,
+            return self.client_unlocked(service, region)
+
+    def client_unlocked(self, service: str, region: str | None = None) -> Any:
+        key = (service, region or self.home_region)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._session.client(
+                service,
+                region_name=key[1],
+                endpoint_url=self.endpoint_url,
+                config=self._config,
+            )
+            self._clients[key] = client
+        return client
+
+    def s3_reader(self) -> Any:
+        """The account's ``providers.s3_reader.S3Reader``, or None when ``direct_http`` is off."""
+        if not self.direct_http:
+            return None
+        with self._lock:
+            if self._reader is None:
+                from providers.s3_reader import S3Reader
+
+                credentials = self._session.get_credentials()
+                if credentials is None:
+                    raise ConfigError(
+                        "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY, or name a profile in source.aws.profile"
+                    )
+                self._reader = S3Reader(
+                    self.client_unlocked("s3"),
+                    credentials=credentials,
+                    max_connections=self.max_pool_connections,
                 )
-                self._clients[key] = client
-            return client
+            return self._reader
 
     def check_credentials(self) -> None:
         """Raise ConfigError, naming the fix, when no usable credentials are found."""

@@ -167,12 +167,18 @@ class SourceChecks:
 
 
 class S3SourceStream(SourceStream):
+    """One GET's body; ``response`` holds boto3-named headers, ``body`` the stream."""
+
     def __init__(
-        self, item: ExportItem, response: Mapping[str, Any], multipart: MultipartEtag | None
+        self,
+        item: ExportItem,
+        response: Mapping[str, Any],
+        body: Any,
+        multipart: MultipartEtag | None,
     ) -> None:
         self.item = item
         self.response = response
-        self.body = response["Body"]
+        self.body = body
         self.checks = SourceChecks(item, response, multipart)
         self.wants_md5 = self.checks.wants_md5
 
@@ -225,17 +231,15 @@ class S3RangedSource(RangedSource):
         return b"".join(self.stream_part(part))
 
     def stream_part(self, part: Part) -> Iterator[bytes]:
-        params = self.exporter.get_params(self.item)
-        params["Range"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
-        response = self.exporter.account.client("s3").get_object(**params)
+        _, body = self.exporter.get(self.item, (part.offset, part.offset + part.length - 1))
         try:
-            yield from response["Body"].iter_chunks(_CHUNK)
+            yield from body.iter_chunks(_CHUNK)
         except botocore.exceptions.BotoCoreError as exc:
             raise RetryableError(
                 f"{self.item.dest_key}: reading part {part.index} failed ({type(exc).__name__})"
             ) from exc
         finally:
-            response["Body"].close()
+            body.close()
 
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
         return self.checks.check(
@@ -330,10 +334,36 @@ class S3Exporter(Exporter):
             str(item.source["etag"]), int(head["ContentLength"]), int(match.group(2))
         )
 
+    def get(
+        self, item: ExportItem, byte_range: tuple[int, int] | None = None
+    ) -> tuple[Mapping[str, Any], Any]:
+        """GET the listed version: (boto3-named headers, body with iter_chunks and close).
+
+        Through the account's direct reader where it has one (the hot path:
+        see providers.s3_reader), else through boto3.
+        """
+        reader = self.account.s3_reader()
+        if reader is not None:
+            source = item.source
+            pinned = source.get("version_id") or None
+            response = reader.get(
+                source["bucket"],
+                source["key"],
+                version_id=pinned,
+                if_match=f'"{source["etag"]}"' if source.get("etag") and not pinned else None,
+                byte_range=byte_range,
+            )
+            return response.headers, response
+        params = self.get_params(item)
+        if byte_range is not None:
+            params["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        result = self.account.client("s3").get_object(**params)
+        return result, result["Body"]
+
     def open(self, item: ExportItem) -> SourceStream:
         multipart = self.multipart_etag(item)
-        response = self.account.client("s3").get_object(**self.get_params(item))
-        return S3SourceStream(item, response, multipart)
+        headers, body = self.get(item)
+        return S3SourceStream(item, headers, body, multipart)
 
     def open_ranged(self, item: ExportItem) -> RangedSource | None:
         """Objects larger than one part are fetched as parallel ranged GETs."""
