@@ -635,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--dry-run", action="store_true", help="show the plan; copy and write nothing"
         )
         p.add_argument(
-            "--concurrency", type=int, help="parallel transfers (default from config: 32)"
+            "--concurrency", type=int, help="parallel transfers (default from config: 16)"
         )
         p.add_argument("--bwlimit", help="cap on bytes read per second, e.g. 50MiB")
         p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")

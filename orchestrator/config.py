@@ -57,7 +57,9 @@ MAX_PART_SIZE = 5 * 1024**3
 
 DEFAULT_SAFETY_MARGIN = "30m"
 DEFAULT_WORKSPACE = ".exitplan"
-DEFAULT_CONCURRENCY = 32
+#: From bench/RESULTS.md: on two cores small objects are CPU-bound past 8-16
+#: workers, and 16 connections still cover S3 latency (see the sweep there).
+DEFAULT_CONCURRENCY = 16
 DEFAULT_PART_SIZE = "16MiB"
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS parts (
     destination     TEXT NOT NULL,
     idem_key        TEXT NOT NULL,
     part_index      INTEGER NOT NULL,
+    done_bytes      INTEGER NOT NULL,  -- bytes of the part written in place, from its start
     PRIMARY KEY (destination, idem_key, part_index)
 );
 """
@@ -411,23 +412,28 @@ class Journal:
 
     # -- parts of large items ----------------------------------------------
 
-    def done_parts(self, destination: str, idem_key: str) -> set[int]:
-        """Indexes of the parts of an item already written in place at ``destination``."""
+    def part_progress(self, destination: str, idem_key: str) -> dict[int, int]:
+        """Part index -> bytes of it already written in place at ``destination``."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT part_index FROM parts WHERE destination=? AND idem_key=?",
+                "SELECT part_index, done_bytes FROM parts WHERE destination=? AND idem_key=?",
                 (destination, idem_key),
             ).fetchall()
-        return {row[0] for row in rows}
+        return {row[0]: row[1] for row in rows}
 
-    def mark_part_done(self, destination: str, idem_key: str, part_index: int) -> None:
-        """Record a part as written; only after its bytes were handed to the store.
+    def mark_part_progress(
+        self, destination: str, idem_key: str, part_index: int, done_bytes: int
+    ) -> None:
+        """Record how much of a part is written; only after those bytes reached the store.
 
-        Committed at once: a part is many megabytes, a commit a few microseconds.
+        Committed at once: it is written every few megabytes, a commit costs
+        microseconds, and it is what lets a killed run carry on mid-part.
         """
         self._write(
-            "INSERT OR IGNORE INTO parts (destination, idem_key, part_index) VALUES (?, ?, ?)",
-            (destination, idem_key, part_index),
+            "INSERT INTO parts (destination, idem_key, part_index, done_bytes)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (destination, idem_key, part_index)"
+            " DO UPDATE SET done_bytes=MAX(done_bytes, excluded.done_bytes)",
+            (destination, idem_key, part_index, done_bytes),
             durable=True,
         )
 

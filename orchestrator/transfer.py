@@ -39,6 +39,8 @@ from providers.base import ObjectStore, PartWriter, StoredObject
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
+#: How often a part's progress is journaled: what a kill can cost per part.
+CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Destination:
 
 @dataclass(frozen=True)
 class TransferSettings:
-    concurrency: int = 32
+    concurrency: int = 16
     chunk_size: int = CHUNK_SIZE
     max_attempts: int = 6
     #: Total bytes per second read from the source, or None for no limit.
@@ -435,9 +437,12 @@ class TransferEngine:
             t.name: t.store.open_part_writer(item.dest_key, ranged.size, token) for t in targets
         }
         try:
-            done = set.intersection(
-                *(self.journal.done_parts(t.name, item.idem_key) for t in targets)
-            )
+            # A part counts as far as every target has it.
+            progress = [self.journal.part_progress(t.name, item.idem_key) for t in targets]
+            done = {
+                index: min(p.get(index, 0) for p in progress)
+                for index in set.intersection(*(set(p) for p in progress))
+            }
             self._fetch_parts(item, ranged, writers, done)
         except BaseException:
             for writer in writers.values():
@@ -497,7 +502,7 @@ class TransferEngine:
         item: ExportItem,
         ranged: RangedSource,
         writers: dict[str, PartWriter],
-        done: set[int],
+        done: dict[int, int],
     ) -> None:
         window = 2 * self.settings.concurrency
         in_flight: set[Future[None]] = set()
@@ -511,7 +516,7 @@ class TransferEngine:
                     first_error = exc
 
         for part in ranged.parts():
-            if part.index in done:
+            if done.get(part.index, 0) >= part.length:
                 continue
             self.cancel.raise_if_set()
             if first_error is not None:
@@ -519,15 +524,30 @@ class TransferEngine:
             while len(in_flight) >= window:
                 finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 settle(finished)
-            in_flight.add(self._part_pool.submit(self._fetch_part, item, ranged, part, writers))
+            in_flight.add(
+                self._part_pool.submit(
+                    self._fetch_part, item, ranged, part, writers, done.get(part.index, 0)
+                )
+            )
         settle(set(wait(in_flight).done))
         if first_error is not None:
             raise first_error
         self.cancel.raise_if_set()
 
     def _fetch_part(
-        self, item: ExportItem, ranged: RangedSource, part: Part, writers: dict[str, PartWriter]
+        self,
+        item: ExportItem,
+        ranged: RangedSource,
+        part: Part,
+        writers: dict[str, PartWriter],
+        written: int,
     ) -> None:
+        """Fetch one part from where it was left, writing it in place as it arrives.
+
+        Progress is journaled every ``CHECKPOINT_BYTES``, so a kill costs at
+        most that much of each part on the wire; a retry carries on from the
+        last byte written, as a resume does.
+        """
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.max_attempts),
             wait=_WaitHonouringRetryAfter(self.settings.max_backoff_s),
@@ -538,10 +558,8 @@ class TransferEngine:
         for attempt in retrying:
             with attempt:
                 self.cancel.raise_if_set()
-                # Written in place as it arrives: memory stays at one chunk
-                # per worker, whatever the part size.
-                written = 0
-                for chunk in ranged.stream_part(part):
+                checkpointed = written
+                for chunk in ranged.stream_part(part, written):
                     self.cancel.raise_if_set()
                     if written + len(chunk) > part.length:
                         raise ChecksumMismatch(
@@ -553,12 +571,20 @@ class TransferEngine:
                         writer.write_at(part.offset + written, chunk)
                     written += len(chunk)
                     self.progress.copied(item.kind, len(chunk))
+                    if written - checkpointed >= CHECKPOINT_BYTES:
+                        self._checkpoint(item, part, writers, written)
+                        checkpointed = written
                 if written != part.length:
                     raise ChecksumMismatch(
                         f"{item.dest_key}: part {part.index} has {written} of {part.length} bytes"
                     )
+        self._checkpoint(item, part, writers, written)
+
+    def _checkpoint(
+        self, item: ExportItem, part: Part, writers: dict[str, PartWriter], written: int
+    ) -> None:
         for name in writers:
-            self.journal.mark_part_done(name, item.idem_key, part.index)
+            self.journal.mark_part_progress(name, item.idem_key, part.index, written)
 
     def _check_stored(
         self, destination: Destination, stored: StoredObject, hashing: _Hashing

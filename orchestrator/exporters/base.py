@@ -96,14 +96,15 @@ class RangedSource(ABC):
         damaged read. Retry-safe: yes.
         """
 
-    def stream_part(self, part: Part) -> Iterator[bytes]:
-        """The part's bytes in pieces, so a large part is never held whole.
+    def stream_part(self, part: Part, start: int = 0) -> Iterator[bytes]:
+        """The part's bytes from ``start`` (within the part) to its end, in pieces,
+        so a large part is never held whole and a half-written one carries on.
 
         The default reads the part at once (right for small parts such as EBS
         blocks, whose checksum covers the whole block); sources of large
-        parts override it. The pieces must add up to ``part.length``.
+        parts override it. The pieces add up to ``part.length - start``.
         """
-        yield self.read_part(part)
+        yield self.read_part(part)[start:]
 
     def observe(self, chunk: bytes) -> None:  # noqa: B027 - optional hook
         """Sees the assembled bytes in order (as re-read from the destination) before

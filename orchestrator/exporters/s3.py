@@ -230,8 +230,8 @@ class S3RangedSource(RangedSource):
     def read_part(self, part: Part) -> bytes:
         return b"".join(self.stream_part(part))
 
-    def stream_part(self, part: Part) -> Iterator[bytes]:
-        _, body = self.exporter.get(self.item, (part.offset, part.offset + part.length - 1))
+    def stream_part(self, part: Part, start: int = 0) -> Iterator[bytes]:
+        _, body = self.exporter.get(self.item, (part.offset + start, part.offset + part.length - 1))
         try:
             yield from body.iter_chunks(_CHUNK)
         except botocore.exceptions.BotoCoreError as exc:

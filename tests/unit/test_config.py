@@ -98,7 +98,7 @@ def test_minimal_config_gets_defaults_and_paths_relative_to_the_file(tmp_path: P
     assert config.deadline is None
     assert config.safety_margin == timedelta(minutes=30)
     assert config.workspace == tmp_path / ".exitplan"
-    assert config.transfer == TransferConfig(concurrency=32, part_size=16 * 1024**2, bwlimit=None)
+    assert config.transfer == TransferConfig(concurrency=16, part_size=16 * 1024**2, bwlimit=None)
     assert (config.priorities, config.candidates, config.dns, config.playbook) == (
         (),
         (),
@@ -515,7 +515,7 @@ def test_transfer_bounds_and_sizes(tmp_path: Path) -> None:
         "no limit"
     )
     config = load_config(write(tmp_path, MINIMAL + "transfer: {bwlimit: null, part_size: 6MB}\n"))
-    assert config.transfer == TransferConfig(32, 6_000_000, None)
+    assert config.transfer == TransferConfig(16, 6_000_000, None)
 
 
 @pytest.mark.parametrize(

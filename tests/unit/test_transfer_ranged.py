@@ -47,9 +47,11 @@ def seed(account: AwsAccount) -> dict[str, bytes]:
 class CountingExporter(S3Exporter):
     """The real S3 exporter; counts ranged reads and can interfere with them."""
 
-    def __init__(self, account: AwsAccount, **hooks: object) -> None:
+    def __init__(self, account: AwsAccount, part_size: int = PART, **hooks: object) -> None:
         super().__init__(
-            account, tier_of=Prioritizer([]), context=ExportContext(run_id="r", part_size=PART)
+            account,
+            tier_of=Prioritizer([]),
+            context=ExportContext(run_id="r", part_size=part_size),
         )
         self.reads = 0
         self.hooks = hooks
@@ -139,7 +141,8 @@ def test_an_interrupted_large_object_resumes_from_its_completed_parts(account, t
     engine.close()
     assert 7 <= first.reads < 20
     # Parts cut off mid-write by the cancel are not journaled: they are read again.
-    written_parts = sum(len(journal.done_parts("vault", item)) for item in idem_keys(journal))
+    # Parts are smaller than a checkpoint here: a part is journaled once, whole.
+    written_parts = sum(len(journal.part_progress("vault", key)) for key in idem_keys(journal))
     assert 0 < written_parts < 20
     journal.close()
 
@@ -179,3 +182,70 @@ def test_an_image_with_holes_stays_sparse(tmp_path):
     path = tmp_path / "ebs" / "vol.img"
     assert stored.size == path.stat().st_size == size
     assert path.stat().st_blocks * 512 < 1024 * 1024  # only the written blocks take space
+
+
+def test_a_part_cut_off_mid_way_carries_on_from_its_last_checkpoint(account, tmp_path, monkeypatch):
+    """Parts bigger than a checkpoint: a resume asks only for the rest of each part."""
+    import orchestrator.transfer as transfer
+
+    monkeypatch.setattr(transfer, "CHECKPOINT_BYTES", 1024 * 1024)
+    big_part = 3 * 1024 * 1024  # three 1 MiB chunks a part, a checkpoint after each
+    s3 = account.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    bodies = {
+        f"films/{i}.mkv": hashlib.sha256(f"film-{i}".encode()).digest() * (300_000 + i)
+        for i in range(2)
+    }
+    for key, data in bodies.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+    token = CancelToken()
+    engine, journal = engine_for(tmp_path, cancel=token)
+    seen = {"bytes": 0}
+
+    class Interrupting(CountingExporter):
+        def open_ranged(self, item):
+            inner = S3Exporter.open_ranged(self, item)
+            if inner is None:
+                return None
+
+            class Cut(_Observed):
+                def stream_part(self, part, start=0):
+                    for chunk in inner.stream_part(part, start):
+                        seen["bytes"] += len(chunk)
+                        if seen["bytes"] > 4 * 1024 * 1024:
+                            token.cancel("interrupted (Ctrl-C)")
+                        yield chunk
+
+            return Cut(inner, self)
+
+    with pytest.raises(Cancelled):
+        engine.export(Interrupting(account, part_size=big_part))
+    engine.close()
+    progress = [journal.part_progress("vault", key) for key in idem_keys(journal)]
+    partial = [b for p in progress for b in p.values() if 0 < b < big_part]
+    assert partial, "no part was left half-written; the test proves nothing"
+    written = sum(b for p in progress for b in p.values())
+    journal.close()
+
+    engine, journal = engine_for(tmp_path)
+    fetched = {"bytes": 0}
+
+    class Counting(CountingExporter):
+        def open_ranged(self, item):
+            inner = S3Exporter.open_ranged(self, item)
+            if inner is None:
+                return None
+
+            class Count(_Observed):
+                def stream_part(self, part, start=0):
+                    for chunk in inner.stream_part(part, start):
+                        fetched["bytes"] += len(chunk)
+                        yield chunk
+
+            return Count(inner, self)
+
+    engine.export(Counting(account, part_size=big_part))
+    engine.close()
+    total = sum(len(b) for b in bodies.values())
+    assert fetched["bytes"] == total - written
+    assert_copied(tmp_path, bodies)
