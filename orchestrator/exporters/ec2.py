@@ -31,8 +31,15 @@ from typing import Any, ClassVar
 import botocore.exceptions
 import yaml
 
-from orchestrator.errors import ChecksumMismatch, FatalError
-from orchestrator.exporters.base import ExportContext, Exporter, ExportItem, SourceStream, TierOf
+from orchestrator.errors import FatalError
+from orchestrator.exporters.base import (
+    BytesStream,
+    ExportContext,
+    Exporter,
+    ExportItem,
+    SourceStream,
+    TierOf,
+)
 from providers.aws import AwsAccount, call_aws
 
 #: Format marker of the descriptor; bump when its shape changes.
@@ -141,26 +148,6 @@ def _decode_user_data(encoded: str | None) -> dict[str, Any]:
         return {"user_data": raw.decode("utf-8")}
     except UnicodeDecodeError:
         return {"user_data": None, "user_data_base64": encoded}
-
-
-class _BytesStream(SourceStream):
-    """Bytes rendered in memory; verify checks what the engine read against them."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._sha256 = hashlib.sha256(data).hexdigest()
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self._data), _CHUNK):
-            yield self._data[start : start + _CHUNK]
-
-    def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        if size != len(self._data) or sha256_hex != self._sha256:
-            raise ChecksumMismatch(
-                f"read {size} bytes (sha256 {sha256_hex}) but the rendered descriptor has "
-                f"{len(self._data)} bytes (sha256 {self._sha256})"
-            )
-        return f"sha256:{self._sha256}"
 
 
 class Ec2Exporter(Exporter):
@@ -519,4 +506,4 @@ class Ec2Exporter(Exporter):
                 f"EC2 resources in {region} changed after they were listed; list the items "
                 "again to export the new descriptor"
             )
-        return _BytesStream(rendered[1])
+        return BytesStream(rendered[1], "the rendered descriptor")

@@ -65,7 +65,14 @@ from typing import Any, ClassVar
 import botocore.exceptions
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
-from orchestrator.exporters.base import ExportContext, Exporter, ExportItem, SourceStream, TierOf
+from orchestrator.exporters.base import (
+    BytesStream,
+    ExportContext,
+    Exporter,
+    ExportItem,
+    SourceStream,
+    TierOf,
+)
 from orchestrator.postgres import (
     PG_INSTALL_HINT,
     ExportedSnapshot,
@@ -159,23 +166,6 @@ class _InstanceState:
 
 
 # --------------------------------------------------------------------------- streams
-
-
-class _BytesStream(SourceStream):
-    """A small generated document, checked by its own sha256."""
-
-    def __init__(self, data: bytes, name: str) -> None:
-        self._data = data
-        self._name = name
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self._data
-
-    def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        digest = hashlib.sha256(self._data).hexdigest()
-        if size != len(self._data) or sha256_hex != digest:
-            raise ChecksumMismatch(f"{self._name} read back as {size} bytes, sha256 {sha256_hex}")
-        return f"sha256:{digest}"
 
 
 def tar_header(path: str, size: int) -> bytes:
@@ -421,7 +411,7 @@ class RdsExporter(Exporter):
         ]
         doc["snapshot"] = self._snapshot(region, description) if self.take_snapshot else None
         data = (json.dumps(doc, sort_keys=True, indent=1, default=str) + "\n").encode()
-        return _BytesStream(data, item.dest_key)
+        return BytesStream(data, item.dest_key)
 
     def _parameter_group(self, region: str, group: Mapping[str, Any]) -> dict[str, Any]:
         name = group["DBParameterGroupName"]
@@ -514,7 +504,7 @@ class RdsExporter(Exporter):
             )
         doc = dump_checksums(result, region, instance_id, f"rds/{region}/{instance_id}/dump.tar")
         data = (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
-        return _BytesStream(data, item.dest_key)
+        return BytesStream(data, item.dest_key)
 
     # -- the dump ----------------------------------------------------------
 

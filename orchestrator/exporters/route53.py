@@ -22,8 +22,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from orchestrator.errors import ChecksumMismatch, FatalError
-from orchestrator.exporters.base import ExportContext, Exporter, ExportItem, SourceStream, TierOf
+from orchestrator.errors import FatalError
+from orchestrator.exporters.base import (
+    BytesStream,
+    ExportContext,
+    Exporter,
+    ExportItem,
+    SourceStream,
+    TierOf,
+)
 from providers.aws import AwsAccount, call_aws
 from providers.dns import AliasTarget, RecordSet, absolute_name, canonical_value
 
@@ -187,26 +194,6 @@ def render_bind(zone: Mapping[str, Any], rrsets: Sequence[Mapping[str, Any]]) ->
     return ("\n".join(lines) + "\n").encode()
 
 
-class _BytesStream(SourceStream):
-    """Bytes rendered in memory; verify checks what the engine read against them."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._sha256 = hashlib.sha256(data).hexdigest()
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self._data), _CHUNK):
-            yield self._data[start : start + _CHUNK]
-
-    def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        if size != len(self._data) or sha256_hex != self._sha256:
-            raise ChecksumMismatch(
-                f"read {size} bytes (sha256 {sha256_hex}) but the rendered zone file has "
-                f"{len(self._data)} bytes (sha256 {self._sha256})"
-            )
-        return f"sha256:{self._sha256}"
-
-
 class Route53Exporter(Exporter):
     """Every hosted zone as ``route53/<zone>.zone`` (BIND) and ``route53/<zone>.json``.
 
@@ -319,4 +306,7 @@ class Route53Exporter(Exporter):
                 f"Route53 zone {item.source.get('zone')} ({zone_id}) changed after it was "
                 "listed; list the items again to export the new version"
             )
-        return _BytesStream(rendered.bind_bytes if suffix == "zone" else rendered.json_bytes)
+        return BytesStream(
+            rendered.bind_bytes if suffix == "zone" else rendered.json_bytes,
+            f"the rendered {item.dest_key}",
+        )

@@ -47,8 +47,15 @@ from typing import Any, ClassVar
 import botocore.exceptions
 
 from orchestrator import age
-from orchestrator.errors import ChecksumMismatch, ConfigError, FatalError
-from orchestrator.exporters.base import ExportContext, Exporter, ExportItem, SourceStream, TierOf
+from orchestrator.errors import ConfigError, FatalError
+from orchestrator.exporters.base import (
+    BytesStream,
+    ExportContext,
+    Exporter,
+    ExportItem,
+    SourceStream,
+    TierOf,
+)
 from providers.aws import AwsAccount, call_aws
 
 #: Format marker of the decrypted JSON document; bump when its shape changes.
@@ -181,26 +188,6 @@ def _recipient_groups(
 
 
 # --------------------------------------------------------------------------- streaming
-
-
-class _CiphertextStream(SourceStream):
-    """Ciphertext held in memory; verify checks what the engine read against it."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._sha256 = hashlib.sha256(data).hexdigest()
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self._data), _CHUNK):
-            yield self._data[start : start + _CHUNK]
-
-    def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        if size != len(self._data) or sha256_hex != self._sha256:
-            raise ChecksumMismatch(
-                f"read {size} bytes (sha256 {sha256_hex}) but the encrypted bundle has "
-                f"{len(self._data)} bytes (sha256 {self._sha256})"
-            )
-        return f"sha256:{self._sha256}"
 
 
 # --------------------------------------------------------------------------- exporter
@@ -471,7 +458,7 @@ class SecretsExporter(Exporter):
         with self._lock:
             ciphertext = self._ciphertexts.get(item.idem_key)
         if ciphertext is not None:
-            return _CiphertextStream(ciphertext)
+            return BytesStream(ciphertext, "the encrypted bundle")
         region = str(item.source["region"])
         with self._lock:
             region_lock = self._region_locks.setdefault(region, threading.Lock())
@@ -480,7 +467,7 @@ class SecretsExporter(Exporter):
                 ciphertext = self._ciphertexts.get(item.idem_key)
                 listing = self._listings.get(item.idem_key)
             if ciphertext is not None:
-                return _CiphertextStream(ciphertext)
+                return BytesStream(ciphertext, "the encrypted bundle")
             if listing is None:
                 listing = self._list_region(region)
             if not item.idem_key.endswith(f":{listing.digest}"):
@@ -491,7 +478,7 @@ class SecretsExporter(Exporter):
             self._encrypt_region(listing)
             with self._lock:
                 ciphertext = self._ciphertexts[item.idem_key]
-        return _CiphertextStream(ciphertext)
+        return BytesStream(ciphertext, "the encrypted bundle")
 
     def _encrypt_region(self, listing: _RegionListing) -> None:
         """Read the region's values once and keep one ciphertext per recipient set."""
