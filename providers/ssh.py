@@ -2,8 +2,9 @@
 
 Identity first: the host key must be pinned, either in the config
 (``host_key: "ssh-ed25519 AAAA..."``) or in a known_hosts file. A host with no
-pinned key, or with a different one, is refused before anything is sent; keys
-are never trusted on first use (no ``AutoAddPolicy`` or ``WarningPolicy``).
+pinned key, or with a different one, is refused before anything is sent: the
+only missing-host-key policy is ``_RefuseUnpinnedKey``, so no key is ever
+trusted on first use.
 
 One SSH connection per host is opened lazily, shared by every thread and every
 command, and re-opened if it drops. Only failing to reach the host is retried
