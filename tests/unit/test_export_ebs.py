@@ -30,7 +30,7 @@ from orchestrator.sandbox import Sandbox
 from orchestrator.transfer import Destination
 from providers.aws import AwsAccount
 from providers.storage import LocalObjectStore
-from tests.unit.test_transfer import Harness
+from tests.support.engine import ExportHarness as Harness
 
 EXTRA_REGION = "eu-west-1"
 #: Blocks of the eu-west-1 direct snapshot: enough for several small pages.

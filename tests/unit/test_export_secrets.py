@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import age
-from orchestrator.clock import SystemClock
 from orchestrator.errors import ConfigError
-from orchestrator.events import EventBus, ItemFinished
 from orchestrator.exporters.base import ExportContext, load_exporter
 from orchestrator.exporters.secrets import (
     BUNDLE_FORMAT,
@@ -27,10 +25,8 @@ from orchestrator.exporters.secrets import (
     decrypt_bundle,
     decrypt_bundle_to_text,
 )
-from orchestrator.journal import Journal
 from orchestrator.manifest import MANIFEST_KEY, publish_manifest
 from orchestrator.planner import Prioritizer
-from orchestrator.progress import RunProgress
 from orchestrator.sandbox import (
     API_KEYS_JSON,
     API_KEYS_SECRET,
@@ -44,47 +40,13 @@ from orchestrator.sandbox import (
     SMTP_PASSWORD_PARAMETER,
     Sandbox,
 )
-from orchestrator.transfer import Destination, TransferEngine, TransferSettings
-from providers.storage import LocalObjectStore
+from tests.support.engine import ExportHarness
 
 BUNDLE_KEY = f"secrets/{SANDBOX_REGION}/bundle.json.age"
 
 
-class Run:
-    """One export run: journal, engine and local destinations under ``tmp``."""
-
-    def __init__(self, tmp: Path, names: tuple[str, ...]) -> None:
-        self.tmp = tmp
-        self.journal = Journal(tmp / "journal.sqlite")
-        self.run_id = self.journal.start_run("export", None, {})
-        self.events = EventBus()
-        self.seen: list[ItemFinished] = []
-        self.events.subscribe(
-            lambda e: self.seen.append(e) if isinstance(e, ItemFinished) else None
-        )
-        self.progress = RunProgress(
-            run_id=self.run_id,
-            journal=self.journal,
-            events=self.events,
-            clock=SystemClock(),
-            deadline=None,
-        )
-        self.destinations = [Destination(n, LocalObjectStore(n, tmp / n)) for n in names]
-
-    def export(self, exporter: SecretsExporter) -> None:
-        engine = TransferEngine(
-            destinations=self.destinations,
-            journal=self.journal,
-            run_id=self.run_id,
-            events=self.events,
-            progress=self.progress,
-            settings=TransferSettings(concurrency=4, max_backoff_s=0.01),
-        )
-        try:
-            engine.export(exporter)
-        finally:
-            engine.close()
-        self.journal.flush()
+class Run(ExportHarness):
+    """One export run; ``bundle`` is where a destination's secrets bundle lands."""
 
     def bundle(self, name: str) -> Path:
         return self.tmp / name / BUNDLE_KEY

@@ -5,23 +5,21 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from moto import mock_aws
 
 from orchestrator.clock import SystemClock
 from orchestrator.errors import Cancelled, ChecksumMismatch
-from orchestrator.events import EventBus, ItemFinished
+from orchestrator.events import ItemFinished
 from orchestrator.exporters.base import Exporter, ExportItem, SourceStream
 from orchestrator.exporters.s3 import S3Exporter, destination_key
-from orchestrator.journal import Journal
 from orchestrator.manifest import MANIFEST_KEY, publish_manifest, verify_destination
 from orchestrator.planner import Prioritizer
-from orchestrator.progress import RunProgress
-from orchestrator.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.transfer import TransferEngine, TransferSettings
 from providers.aws import AwsAccount
-from providers.storage import STAGING_DIR, LocalObjectStore
+from providers.storage import STAGING_DIR
+from tests.support.engine import ExportHarness
 
 BUCKET = "transfer-test"
 
@@ -44,46 +42,9 @@ def seed(account: AwsAccount, count: int = 120) -> dict[str, bytes]:
     return bodies
 
 
-class Harness:
-    def __init__(self, tmp: Path, names: tuple[str, ...] = ("vault",)) -> None:
-        self.journal = Journal(tmp / "journal.sqlite")
-        self.run_id = self.journal.start_run("migrate", None, {})
-        self.events = EventBus()
-        self.seen: list[ItemFinished] = []
-        self.events.subscribe(
-            lambda e: self.seen.append(e) if isinstance(e, ItemFinished) else None
-        )
-        self.progress = RunProgress(
-            run_id=self.run_id,
-            journal=self.journal,
-            events=self.events,
-            clock=SystemClock(),
-            deadline=None,
-        )
-        self.destinations = [Destination(n, LocalObjectStore(n, tmp / n)) for n in names]
-        self.cancel = CancelToken()
-
-    def engine(self, concurrency: int = 8) -> TransferEngine:
-        return TransferEngine(
-            destinations=self.destinations,
-            journal=self.journal,
-            run_id=self.run_id,
-            events=self.events,
-            progress=self.progress,
-            settings=TransferSettings(concurrency=concurrency, max_backoff_s=0.01),
-            cancel=self.cancel,
-        )
-
-    def statuses(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for event in self.seen:
-            counts[event.status] = counts.get(event.status, 0) + 1
-        return counts
-
-
 def test_copies_every_object_byte_identical_to_every_destination(account, tmp_path):
     bodies = seed(account)
-    harness = Harness(tmp_path, names=("vault", "mirror"))
+    harness = ExportHarness(tmp_path, names=("vault", "mirror"))
     engine = harness.engine()
     engine.export(S3Exporter(account, tier_of=Prioritizer([])))
     engine.close()
@@ -96,7 +57,7 @@ def test_copies_every_object_byte_identical_to_every_destination(account, tmp_pa
 
 def test_a_second_export_skips_verified_objects(account, tmp_path):
     bodies = seed(account)
-    harness = Harness(tmp_path)
+    harness = ExportHarness(tmp_path)
     harness.engine().export(S3Exporter(account, tier_of=Prioritizer([])))
     harness.seen.clear()
     harness.engine().export(S3Exporter(account, tier_of=Prioritizer([])))
@@ -107,7 +68,7 @@ def test_a_changed_object_is_copied_again_and_the_manifest_lists_only_the_new_on
     account, tmp_path
 ):
     bodies = seed(account, count=5)
-    harness = Harness(tmp_path)
+    harness = ExportHarness(tmp_path)
     harness.engine().export(S3Exporter(account, tier_of=Prioritizer([])))
     key = next(iter(bodies))
     account.client("s3").put_object(Bucket=BUCKET, Key=key, Body=b"new contents")
@@ -143,7 +104,7 @@ class _DamagedStream(SourceStream):
 
 
 def test_a_damaged_body_is_never_published_and_the_item_is_failed(account, tmp_path):
-    harness = Harness(tmp_path)
+    harness = ExportHarness(tmp_path)
     harness.engine().export(_DamagedExporter(account, tier_of=Prioritizer([])))
     assert not (tmp_path / "vault" / "damaged" / "one.bin").exists()
     assert not list((tmp_path / "vault" / "damaged" / STAGING_DIR).iterdir())
@@ -154,7 +115,7 @@ def test_a_damaged_body_is_never_published_and_the_item_is_failed(account, tmp_p
 
 def test_cancel_stops_the_export_and_resume_finishes_it(account, tmp_path):
     bodies = seed(account)
-    harness = Harness(tmp_path)
+    harness = ExportHarness(tmp_path)
 
     def stop_after_ten(event: object) -> None:
         if isinstance(event, ItemFinished) and len(harness.seen) >= 10:
@@ -168,7 +129,7 @@ def test_cancel_stops_the_export_and_resume_finishes_it(account, tmp_path):
     # Every item the journal calls verified really is there, whole.
     assert verify_destination(harness.journal, "vault", harness.destinations[0].store).ok
 
-    resumed = Harness(tmp_path)
+    resumed = ExportHarness(tmp_path)
     resumed.engine().export(S3Exporter(account, tier_of=Prioritizer([])))
     assert resumed.statuses() == {
         "skipped": verified_at_cancel,
@@ -200,7 +161,7 @@ def test_bwlimit_is_respected_roughly(account, tmp_path):
     s3 = account.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="big.bin", Body=os.urandom(3 * 1024 * 1024))
-    harness = Harness(tmp_path)
+    harness = ExportHarness(tmp_path)
     engine = TransferEngine(
         destinations=harness.destinations,
         journal=harness.journal,
@@ -234,7 +195,7 @@ def test_multipart_objects_are_checked_against_their_etag(account, tmp_path):
     s3.complete_multipart_upload(
         Bucket=BUCKET, Key="big.bin", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
     )
-    harness = Harness(tmp_path)
+    harness = ExportHarness(tmp_path)
     harness.engine().export(S3Exporter(account, tier_of=Prioritizer([])))
     assert (tmp_path / "vault" / "s3" / BUCKET / "big.bin").read_bytes() == body
     [row] = list(harness.journal.verified_items("vault"))
