@@ -27,7 +27,6 @@ import secrets
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,12 +37,11 @@ import pytest
 import yaml
 
 from tests.support.sshd import (
-    READY_TIMEOUT_S,
-    SSHD,
     KeyPair,
     SshdServer,
     generate_key,
     require_openssh,
+    start_sshd,
 )
 
 Mode = Literal["normal", "locked", "full", "refuse-create"]
@@ -77,12 +75,11 @@ def start_sshd_with_key(
 ) -> SshdServer:
     """sshd on ``address:port`` with the given host key (generated when None).
 
-    Like ``tests.support.sshd.start_sshd``, but the host key comes from the
-    droplet's user-data, which is what lets exitplan pin it in advance.
+    The host key comes from the droplet's user-data, which is what lets
+    exitplan pin it in advance.
     """
     require_openssh()
     workdir.mkdir(parents=True, exist_ok=True)
-    Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
     key_path = workdir / "ssh_host_ed25519_key"
     if host_private is None:
         host_key = generate_key(key_path, comment=f"droplet-{address}")
@@ -94,52 +91,7 @@ def start_sshd_with_key(
         ).stdout.strip()
         key_path.with_suffix(".pub").write_text(public + "\n")
         host_key = KeyPair(private=key_path, public_line=public)
-    authorized = workdir / "authorized_keys"
-    authorized.write_text("".join(line + "\n" for line in authorized_keys))
-    authorized.chmod(0o600)
-    config = workdir / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"ListenAddress {address}",
-                f"Port {port}",
-                f"HostKey {key_path}",
-                f"PidFile {workdir / 'sshd.pid'}",
-                f"AuthorizedKeysFile {authorized}",
-                "PubkeyAuthentication yes",
-                "PermitRootLogin prohibit-password",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes no",
-                "UseDNS no",
-                "PrintMotd no",
-                "MaxSessions 64",
-                "Subsystem sftp internal-sftp",
-                "",
-            ]
-        )
-    )
-    log = (workdir / "sshd.log").open("wb")
-    process = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-    log.close()
-    server = SshdServer(address, port, getpass.getuser(), host_key, workdir, process)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"droplet sshd exited: {server.log_path.read_text()}")
-        try:
-            with socket.create_connection((address, port), timeout=0.5):
-                return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(
-                    f"droplet sshd did not listen: {server.log_path.read_text()}"
-                ) from None
-            time.sleep(0.02)  # poll interval, bounded by the deadline
+    return start_sshd(workdir, address, authorized_keys, port=port, host_key=host_key)
 
 
 @dataclass

@@ -100,22 +100,31 @@ class SshdServer:
                 self.process.wait(timeout=5)
 
 
-def start_sshd(workdir: Path, address: str, authorized_keys: list[str]) -> SshdServer:
-    """Start sshd on ``address`` and a free port, and return once it accepts connections.
+def start_sshd(
+    workdir: Path,
+    address: str,
+    authorized_keys: list[str],
+    *,
+    port: int | None = None,
+    host_key: KeyPair | None = None,
+) -> SshdServer:
+    """Start sshd on ``address`` and ``port`` (default: a free one); return once it accepts.
 
-    The host key is generated into ``workdir``; only ``authorized_keys`` may
-    log in, as the current user. Raises ``RuntimeError`` with sshd's log if it
-    exits or does not listen within ``READY_TIMEOUT_S``.
+    The host key is ``host_key``, or one generated into ``workdir``; only
+    ``authorized_keys`` may log in, as the current user. Raises
+    ``RuntimeError`` with sshd's log if it exits or does not listen within
+    ``READY_TIMEOUT_S``.
     """
     require_openssh()
     workdir.mkdir(parents=True, exist_ok=True)
     # sshd refuses to start without its privilege-separation directory.
     Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-    host_key = generate_key(workdir / "ssh_host_ed25519_key", comment=f"host-{address}")
+    if host_key is None:
+        host_key = generate_key(workdir / "ssh_host_ed25519_key", comment=f"host-{address}")
     authorized = workdir / "authorized_keys"
     authorized.write_text("".join(line + "\n" for line in authorized_keys))
     authorized.chmod(0o600)
-    port = free_port(address)
+    port = free_port(address) if port is None else port
     config = workdir / "sshd_config"
     config.write_text(
         "\n".join(
