@@ -189,6 +189,26 @@ class Exporter(ABC):
         self.tier_of = tier_of
         self.context = context or ExportContext()
 
+    def new_item(
+        self,
+        *,
+        idem_key: str,
+        dest_key: str,
+        source: Mapping[str, Any],
+        size: int | None = None,
+        destinations: frozenset[str] | None = None,
+    ) -> ExportItem:
+        """An item of this exporter's kind, in the tier the planner gives its source."""
+        return ExportItem(
+            kind=self.kind,
+            idem_key=idem_key,
+            dest_key=dest_key,
+            size=size,
+            source=source,
+            tier=self.tier_of(source),
+            destinations=destinations,
+        )
+
     @abstractmethod
     def list_items(self) -> Iterator[ExportItem]:
         """Yield every item to export, lazily, most important first where known."""

@@ -375,13 +375,11 @@ class DynamoDbExporter(Exporter):
                 "table_arn": arn,
                 "part": part,
             }
-            yield ExportItem(
-                kind=self.kind,
+            yield self.new_item(
                 idem_key=f"dynamodb:{arn}:{table_id}:{self.run_id}:{part}",
                 dest_key=f"dynamodb/{region}/{name}.{suffix}",
                 size=None,
                 source=source,
-                tier=self.tier_of(source),
             )
 
     def item_settled(self, item: ExportItem, status: str) -> None:

@@ -554,14 +554,12 @@ class EbsExporter(Exporter):
             "volume_size_gib": size_gib,
             "instance": instance,
         }
-        return ExportItem(
-            kind=self.kind,
+        return self.new_item(
             # A snapshot never changes; a volume without one is retried every run.
             idem_key=f"ebs:{snapshot_id}" if snapshot_id else f"ebs:{region}/{volume_id}:none",
             dest_key=image_key(region, volume_id),
             size=size_gib * GIB,
             source=source,
-            tier=self.tier_of(source),
         )
 
     def _probe_block_size(self, region: str, snapshot: Mapping[str, Any] | None) -> int | None:

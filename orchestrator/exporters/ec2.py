@@ -479,13 +479,11 @@ class Ec2Exporter(Exporter):
                 "load_balancers": len(document["load_balancers"]),
                 "format": "yaml",
             }
-            yield ExportItem(
-                kind=self.kind,
+            yield self.new_item(
                 idem_key=f"ec2:{region}:{digest}",
                 dest_key=f"ec2/{region}/{DESCRIPTOR_NAME}",
                 size=len(data),
                 source=source,
-                tier=self.tier_of(source),
             )
 
     def open(self, item: ExportItem) -> SourceStream:

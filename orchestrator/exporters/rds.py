@@ -346,13 +346,11 @@ class RdsExporter(Exporter):
                 "engine": description.get("Engine", ""),
                 "part": part,
             }
-            yield ExportItem(
-                kind=self.kind,
+            yield self.new_item(
                 idem_key=f"rds:{arn}:{resource_id}:{self.run_id}:{part}",
                 dest_key=f"rds/{region}/{instance_id}/{name}",
                 size=None,
                 source=source,
-                tier=self.tier_of(source),
             )
 
     def item_settled(self, item: ExportItem, status: str) -> None:

@@ -273,14 +273,12 @@ class Route53Exporter(Exporter):
                     "private": private,
                     "format": "bind" if suffix == "zone" else "json",
                 }
-                yield ExportItem(
-                    kind=self.kind,
+                yield self.new_item(
                     # One key per file: both files of a zone share the content hash.
                     idem_key=f"route53:{rendered.zone_id}:{rendered.digest}:{suffix}",
                     dest_key=f"route53/{stem}.{suffix}",
                     size=len(data),
                     source=source,
-                    tier=self.tier_of(source),
                 )
 
     def open(self, item: ExportItem) -> SourceStream:

@@ -423,13 +423,11 @@ class SecretsExporter(Exporter):
                     "recipients": list(recipients),
                     "format": "age",
                 }
-                yield ExportItem(
-                    kind=self.kind,
+                yield self.new_item(
                     idem_key=idem_key,
                     dest_key=f"secrets/{region}/{BUNDLE_NAME}",
                     size=None,
                     source=source,
-                    tier=self.tier_of(source),
                     destinations=destinations,
                 )
 
