@@ -28,7 +28,6 @@ from orchestrator.config import Config, default_sandbox_config, load_config, par
 from orchestrator.deadline import format_duration, parse_deadline
 from orchestrator.errors import ConfigError, ExitplanError
 from orchestrator.events import (
-    BytesCopied,
     Event,
     EventBus,
     ExportPlanned,
@@ -163,8 +162,6 @@ class RichRenderer:
             self.progress.update(
                 self._outlook, visible=True, description="outlook", note=_projection_text(event)
             )
-        elif isinstance(event, BytesCopied):
-            pass
 
     def close(self) -> None:
         self.progress.stop()
@@ -428,8 +425,6 @@ def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
-    from orchestrator.migration import workspace_journal
-
     config = _load(args)
     journal = _existing_journal(config)
     with journal:
@@ -453,7 +448,6 @@ def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
         args.command = "export"
     if not getattr(args, "only", None) and run.invocation.get("kinds"):
         args.only = ",".join(run.invocation["kinds"])
-    del workspace_journal
     return _run_migration(args, clock, resume_run=run.id)
 
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Event:
-    """Base of every event; ``at`` is filled in by the bus from its clock."""
+    """Base of every event the engine emits."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,6 @@ class ExportPlanned(Event):
     items: int
     bytes: int
     listing_done: bool
-
-
-@dataclass(frozen=True)
-class BytesCopied(Event):
-    kind: str
-    nbytes: int
 
 
 @dataclass(frozen=True)

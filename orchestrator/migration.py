@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -424,8 +425,6 @@ def login_key() -> tuple[str, Path | None]:
     otherwise the first of ``~/.ssh/id_ed25519``, ``id_ecdsa``, ``id_rsa``
     with a ``.pub``; otherwise none, and only pre-arranged hosts can be used.
     """
-    import os
-
     named = os.environ.get("EXITPLAN_SSH_KEY_FILE")
     candidates = (
         [Path(named)]
@@ -461,9 +460,7 @@ class _Step:
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is not None:
-            self.status = "failed"
+            self.status = "cancelled" if isinstance(exc, Cancelled) else "failed"
             self.detail = self.detail or f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, ConfigError | Cancelled):
-                self.status = "cancelled" if isinstance(exc, Cancelled) else "failed"
         self.journal.finish_step(self.run_id, self.name, self.status, self.detail)
         self.events.emit(StepFinished(step=self.name, status=self.status, detail=self.detail))
