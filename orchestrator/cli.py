@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -179,13 +180,11 @@ def _load(args: argparse.Namespace) -> Config:
     if getattr(args, "concurrency", None):
         if not 1 <= args.concurrency <= 512:
             raise ConfigError("--concurrency: must be between 1 and 512")
-        transfer = type(transfer)(**{**transfer.__dict__, "concurrency": args.concurrency})
+        transfer = replace(transfer, concurrency=args.concurrency)
     if getattr(args, "bwlimit", None):
-        transfer = type(transfer)(
-            **{**transfer.__dict__, "bwlimit": parse_size(args.bwlimit, "--bwlimit")}
-        )
+        transfer = replace(transfer, bwlimit=parse_size(args.bwlimit, "--bwlimit"))
     overrides["transfer"] = transfer
-    return type(config)(**{**config.__dict__, **overrides})
+    return replace(config, **overrides)
 
 
 def _deadline(
@@ -349,8 +348,6 @@ def _with_sandbox_recipient(config: Config) -> Config:
     So a new user sees secrets exported the only way exitplan exports them,
     encrypted, and can read them back with `exitplan secrets decrypt`.
     """
-    from dataclasses import replace
-
     from orchestrator.age import generate_identity, load_identity
 
     path = Path(config.workspace) / SANDBOX_IDENTITY
