@@ -26,7 +26,6 @@ from typing import Any, TextIO
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, default_sandbox_config, load_config, parse_size
-from orchestrator.deadline import format_duration, parse_deadline
 from orchestrator.errors import ConfigError, ExitplanError
 from orchestrator.events import (
     Event,
@@ -38,7 +37,8 @@ from orchestrator.events import (
     StepFinished,
     StepStarted,
 )
-from orchestrator.transfer import CancelToken
+from orchestrator.export.transfer import CancelToken
+from orchestrator.run.deadline import format_duration, parse_deadline
 
 EXIT_USAGE = 2
 
@@ -226,7 +226,7 @@ def cmd_config_validate(args: argparse.Namespace, clock: Clock) -> int:
 
 def cmd_inventory(args: argparse.Namespace, clock: Clock) -> int:
     from orchestrator.inventory import collect_inventory, fact_to_json, summarize_inventory
-    from orchestrator.migration import open_source
+    from orchestrator.run.commands import open_source
 
     config = _load(args)
     with open_source(config) as account:
@@ -270,8 +270,8 @@ def _fact_note(attributes: dict[str, Any]) -> str:
 
 
 def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | None) -> int:
-    from orchestrator.exporters.base import exporter_kinds
-    from orchestrator.migration import (
+    from orchestrator.export.exporters.base import exporter_kinds
+    from orchestrator.run.commands import (
         MigrationRequest,
         plan_summary,
         prioritizer_for,
@@ -364,7 +364,7 @@ def _with_sandbox_recipient(config: Config) -> Config:
 
 def _kinds(text: str | None) -> tuple[str, ...] | None:
     """``--only s3,route53`` -> ("s3", "route53"), checked against the exporters."""
-    from orchestrator.exporters.base import exporter_kinds
+    from orchestrator.export.exporters.base import exporter_kinds
 
     if not text:
         return None
@@ -449,7 +449,7 @@ def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def _existing_journal(config: Config) -> Any:
-    from orchestrator.journal import Journal
+    from orchestrator.run.journal import Journal
 
     path = Path(config.workspace) / "journal.sqlite"
     if not path.exists():
@@ -460,7 +460,7 @@ def _existing_journal(config: Config) -> Any:
 
 
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
-    from orchestrator.progress import forecast
+    from orchestrator.run.progress import forecast
 
     config = _load(args)
     with _existing_journal(config) as journal:
@@ -524,8 +524,8 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
-    from orchestrator.manifest import verify_destination
-    from orchestrator.migration import open_destinations
+    from orchestrator.export.manifest import verify_destination
+    from orchestrator.run.commands import open_destinations
 
     config = _load(args)
     destinations = open_destinations(config)
@@ -551,13 +551,17 @@ def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
-    from orchestrator.migration import (
+    from orchestrator.placement.probe import (
+        compute_providers_from_config,
+        format_table,
+        probe_candidates,
+    )
+    from orchestrator.run.commands import (
         PROBE_BUDGET_S,
         open_source,
         service_requirements,
         take_inventory,
     )
-    from orchestrator.probe import compute_providers_from_config, format_table, probe_candidates
 
     config = _load(args)
     if not config.candidates:
@@ -581,7 +585,7 @@ def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_secrets_decrypt(args: argparse.Namespace, clock: Clock) -> int:
-    from orchestrator.exporters.secrets import decrypt_bundle_to_text
+    from orchestrator.export.exporters.secrets import decrypt_bundle_to_text
 
     bundle, identity = Path(args.bundle), Path(args.identity)
     for path, what in ((bundle, "bundle"), (identity, "--identity")):

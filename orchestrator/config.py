@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.constructor import SafeConstructor
 
-from orchestrator.deadline import check_deadline_syntax, parse_duration
 from orchestrator.errors import ConfigError
+from orchestrator.run.deadline import check_deadline_syntax, parse_duration
 from providers.registry import (
     OptionSpec,
     ProviderKind,

@@ -86,7 +86,7 @@ class AwsAccount:
         #: Whether the hot GETs may bypass botocore's HTTP layer (providers.s3_reader).
         #: Never for moto in this process: it lives in botocore's HTTP layer, and
         #: a GET around it would leave the machine. By default: only when an
-        #: endpoint is named; real AWS opts in (orchestrator.migration).
+        #: endpoint is named; real AWS opts in (orchestrator.run.commands).
         self.direct_http = endpoint_url is not None if direct_http is None else direct_http
         self._reader: Any = None
         self._config = botocore.config.Config(

@@ -38,11 +38,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from orchestrator.clock import Clock
 from orchestrator.errors import ConfigError, ExitplanError, FatalError, RetryableError
-from providers.base import (
+from providers.interfaces.compute import (
     AccountStatus,
     ComputeProvider,
-    Host,
-    HostUnreachable,
     Location,
     NoCapacity,
     Node,
@@ -53,6 +51,7 @@ from providers.base import (
     ReadyHost,
     Size,
 )
+from providers.interfaces.host import Host, HostUnreachable
 from providers.ssh import SshHost, parse_host_key
 
 log = logging.getLogger(__name__)

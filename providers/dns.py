@@ -5,7 +5,7 @@ that is the unit both Route53 and the PowerDNS API change atomically. A
 libcloud ``Record`` is one value; this module groups and ungroups them so the
 engine never sees the difference.
 
-``DnsProvider`` and the record-set model live in ``providers/base.py``; they
+``DnsProvider`` and the record-set model live in ``providers/interfaces/``; they
 are re-exported here so existing imports keep working.
 """
 
@@ -22,14 +22,14 @@ from orchestrator.errors import ConfigError, ExitplanError, FatalError, Retryabl
 
 # The model and the interface live in providers.base; re-exported so existing
 # ``from providers.dns import RecordSet`` imports keep working.
-from providers.base import AliasTarget as AliasTarget
-from providers.base import DnsProvider as DnsProvider
-from providers.base import DnsZoneNotFound as DnsZoneNotFound
-from providers.base import RecordChange as RecordChange
-from providers.base import RecordSet as RecordSet
-from providers.base import SkippedRecordSet as SkippedRecordSet
-from providers.base import absolute_name as absolute_name
-from providers.base import canonical_value as canonical_value
+from providers.interfaces.dns import AliasTarget as AliasTarget
+from providers.interfaces.dns import DnsProvider as DnsProvider
+from providers.interfaces.dns import DnsZoneNotFound as DnsZoneNotFound
+from providers.interfaces.dns import RecordChange as RecordChange
+from providers.interfaces.dns import RecordSet as RecordSet
+from providers.interfaces.dns import SkippedRecordSet as SkippedRecordSet
+from providers.interfaces.dns import absolute_name as absolute_name
+from providers.interfaces.dns import canonical_value as canonical_value
 
 
 def portable_record_sets(

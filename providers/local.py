@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from providers.base import (
+from providers.interfaces.host import (
     CommandResult,
     CommandTimeout,
     Host,

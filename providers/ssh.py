@@ -41,7 +41,7 @@ from tenacity import (
 )
 
 from orchestrator.errors import ConfigError, FatalError
-from providers.base import (
+from providers.interfaces.host import (
     CommandResult,
     CommandTimeout,
     Host,

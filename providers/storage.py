@@ -30,7 +30,7 @@ from libcloud.storage.types import (
 )
 
 from orchestrator.errors import ChecksumMismatch, ConfigError, FatalError
-from providers.base import (
+from providers.interfaces.object_store import (
     ObjectNotFound,
     ObjectStore,
     PartWriter,

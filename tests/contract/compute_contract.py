@@ -16,7 +16,13 @@ import pytest
 
 from orchestrator.clock import SystemClock
 from orchestrator.errors import ExitplanError
-from providers.base import AccountStatus, ComputeProvider, Node, ProvisionSpec, ReadyHost
+from providers.interfaces.compute import (
+    AccountStatus,
+    ComputeProvider,
+    Node,
+    ProvisionSpec,
+    ReadyHost,
+)
 from providers.ssh import SshHost
 from tests.support.sshd import KeyPair
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import FatalError
-from providers.base import AliasTarget, DnsProvider, DnsZoneNotFound, RecordChange, RecordSet
 from providers.dns import apply_zone
+from providers.interfaces.dns import (
+    AliasTarget,
+    DnsProvider,
+    DnsZoneNotFound,
+    RecordChange,
+    RecordSet,
+)
 
 KNOWN_CAPABILITIES = frozenset({"alias", "routing_policies", "create_zone", "managed_soa"})
 NAMESERVERS = ["ns1.exitplan.test.", "ns2.exitplan.test."]

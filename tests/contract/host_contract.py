@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import CommandFailed, CommandTimeout, Host, HostPathError
+from providers.interfaces.host import CommandFailed, CommandTimeout, Host, HostPathError
 
 AWKWARD_ARGS = [
     "plain",

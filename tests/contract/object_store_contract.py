@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from providers.base import ObjectNotFound, ObjectStore
+from providers.interfaces.object_store import ObjectNotFound, ObjectStore
 
 KNOWN_CAPABILITIES = frozenset({"ranged_get", "delete", "sha256", "part_write"})
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit, not a round number

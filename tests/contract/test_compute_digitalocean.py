@@ -11,8 +11,8 @@ import pytest
 
 from orchestrator.clock import SystemClock
 from orchestrator.errors import ConfigError
-from providers.base import NoCapacity, ProviderRefused, ProvisionSpec
 from providers.compute import LibcloudComputeProvider
+from providers.interfaces.compute import NoCapacity, ProviderRefused, ProvisionSpec
 from tests.contract.compute_contract import ComputeContract
 from tests.support.digitalocean import LOCKED_MESSAGE, DigitalOceanStandIn
 from tests.support.sshd import KeyPair

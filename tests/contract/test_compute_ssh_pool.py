@@ -10,8 +10,9 @@ import pytest
 
 from orchestrator.clock import FrozenClock, SystemClock
 from orchestrator.errors import ConfigError
-from providers.base import HostKeyMismatch, NoCapacity, NotReady, ProvisionSpec
 from providers.compute import SshPoolProvider
+from providers.interfaces.compute import NoCapacity, NotReady, ProvisionSpec
+from providers.interfaces.host import HostKeyMismatch
 from tests.contract.compute_contract import ComputeContract
 from tests.support.sshd import KeyPair, SshdServer
 

@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import ConfigError, FatalError, RetryableError
-from providers.base import HostAuthFailed, HostKeyMismatch, HostUnreachable, UnknownHostKey
+from providers.interfaces.host import (
+    HostAuthFailed,
+    HostKeyMismatch,
+    HostUnreachable,
+    UnknownHostKey,
+)
 from providers.ssh import SshHost
 from tests.contract.host_contract import HostContract
 from tests.support.sshd import KeyPair, SshdServer

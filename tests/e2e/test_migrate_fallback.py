@@ -17,7 +17,7 @@ from types import MappingProxyType
 import pytest
 
 from orchestrator.config import CandidateConfig, default_sandbox_config
-from orchestrator.migration import MigrationRequest, run_migration
+from orchestrator.run.commands import MigrationRequest, run_migration
 from tests.support.digitalocean import DigitalOceanStandIn, _common_free_port
 from tests.support.sshd import generate_key, require_openssh
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.exporters.s3 import destination_key
-from orchestrator.sandbox import sandbox_account
+from orchestrator.export.exporters.s3 import destination_key
+from orchestrator.sandbox.account import sandbox_account
 
 pytestmark = pytest.mark.e2e
 

@@ -12,12 +12,12 @@ import pytest
 from orchestrator.clock import FrozenClock
 from orchestrator.errors import Cancelled
 from orchestrator.events import EventBus
-from orchestrator.exporters.base import ExportContext, ExportItem, SourceStream
-from orchestrator.exporters.s3 import S3Exporter
-from orchestrator.journal import Journal
-from orchestrator.planner import Prioritizer
-from orchestrator.progress import RunProgress
-from orchestrator.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.export.exporters.base import ExportContext, ExportItem, SourceStream
+from orchestrator.export.exporters.s3 import S3Exporter
+from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
 from providers.aws import AwsAccount
 from providers.storage import S3CompatibleObjectStore
 from tests.support.moto_server import moto_server

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.errors import FatalError
-from orchestrator.exporters.route53 import Route53Exporter, parse_zone_json, parse_zone_name
+from orchestrator.export.exporters.route53 import Route53Exporter, parse_zone_json, parse_zone_name
 from providers.aws import AwsAccount
 from providers.dns import (
     DnsZoneNotFound,

@@ -22,8 +22,8 @@ import pytest
 
 from orchestrator.clock import SystemClock
 from orchestrator.events import EventBus, ItemFinished
-from orchestrator.exporters.base import ExportContext, load_exporter
-from orchestrator.exporters.rds import (
+from orchestrator.export.exporters.base import ExportContext, load_exporter
+from orchestrator.export.exporters.rds import (
     DUMP_FORMAT,
     ENDPOINT_TAG,
     INSTANCE_FORMAT,
@@ -33,8 +33,8 @@ from orchestrator.exporters.rds import (
     password_env_name,
     snapshot_identifier,
 )
-from orchestrator.journal import Journal
-from orchestrator.planner import Prioritizer
+from orchestrator.export.transfer import Destination, TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer
 from orchestrator.postgres import (
     LocalCluster,
     PgTools,
@@ -43,8 +43,8 @@ from orchestrator.postgres import (
     psql_lines,
     row_counts,
 )
-from orchestrator.progress import RunProgress
-from orchestrator.transfer import Destination, TransferEngine, TransferSettings
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
 from providers.aws import AwsAccount
 from providers.storage import LocalObjectStore
 from tests.support.aws import moto_account
@@ -448,7 +448,7 @@ def test_the_sandbox_database_exports_with_its_seeded_rows(
     account holding just the sandbox's RDS instance and password secret: the
     full seeding costs seconds and shows nothing more about the database."""
     require_postgres()
-    from orchestrator import sandbox as sb
+    from orchestrator.sandbox import account as sb
 
     caplog.set_level(logging.DEBUG, logger="orchestrator")
     aws.client("secretsmanager").create_secret(

@@ -9,13 +9,13 @@ import pytest
 
 from orchestrator.clock import SystemClock
 from orchestrator.events import EventBus
-from orchestrator.exporters.base import ExportContext
-from orchestrator.exporters.s3 import S3Exporter
-from orchestrator.journal import Journal
-from orchestrator.manifest import verify_destination
-from orchestrator.planner import Prioritizer
-from orchestrator.progress import RunProgress
-from orchestrator.transfer import Destination, TransferEngine, TransferSettings
+from orchestrator.export.exporters.base import ExportContext
+from orchestrator.export.exporters.s3 import S3Exporter
+from orchestrator.export.manifest import verify_destination
+from orchestrator.export.transfer import Destination, TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
 from providers.aws import AwsAccount
 from providers.storage import LocalObjectStore
 from tests.support.faulty_proxy import FAULTS, FaultSchedule, faulty_proxy

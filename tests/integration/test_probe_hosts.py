@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import SystemClock
-from orchestrator.probe import (
+from orchestrator.placement.probe import (
     MIB,
     NoCandidateLeft,
     ProbeReport,
@@ -20,8 +20,8 @@ from orchestrator.probe import (
     format_table,
     probe_candidates,
 )
-from providers.base import ComputeProvider, Node, ProvisionSpec
 from providers.compute import LibcloudComputeProvider, SshPoolProvider
+from providers.interfaces.compute import ComputeProvider, Node, ProvisionSpec
 from providers.ssh import SshHost
 from tests.support.digitalocean import DigitalOceanStandIn
 from tests.support.digitalocean import digitalocean as digitalocean  # the fixture

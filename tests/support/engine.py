@@ -6,10 +6,10 @@ from pathlib import Path
 
 from orchestrator.clock import SystemClock
 from orchestrator.events import EventBus, ItemFinished
-from orchestrator.exporters.base import Exporter
-from orchestrator.journal import Journal
-from orchestrator.progress import RunProgress
-from orchestrator.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.export.exporters.base import Exporter
+from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
 from providers.storage import LocalObjectStore
 
 

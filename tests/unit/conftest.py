@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.sandbox import SANDBOX_REGION, Sandbox, running_sandbox
+from orchestrator.sandbox.account import SANDBOX_REGION, Sandbox, running_sandbox
 from providers.aws import AwsAccount
 
 

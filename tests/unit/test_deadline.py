@@ -8,14 +8,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from orchestrator.clock import FrozenClock
-from orchestrator.deadline import (
+from orchestrator.errors import ConfigError
+from orchestrator.run.deadline import (
     Deadline,
     check_deadline_syntax,
     format_duration,
     parse_deadline,
     parse_duration,
 )
-from orchestrator.errors import ConfigError
 
 NOW = datetime(2021, 1, 9, 12, 0, tzinfo=UTC)
 LA = ZoneInfo("America/Los_Angeles")

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import ChecksumMismatch, RetryableError
-from orchestrator.exporters.base import ExportItem, load_exporter
-from orchestrator.exporters.dynamodb import (
+from orchestrator.export.exporters.base import ExportItem, load_exporter
+from orchestrator.export.exporters.dynamodb import (
     META_FORMAT,
     DynamoDbExporter,
     read_jsonl_gz,

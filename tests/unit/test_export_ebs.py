@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 from botocore.response import StreamingBody
 
-import orchestrator.sandbox as sb
+import orchestrator.sandbox.account as sb
 from orchestrator.errors import ChecksumMismatch, FatalError
-from orchestrator.exporters.base import ExportItem, RangedSource, load_exporter
-from orchestrator.exporters.ebs import GIB, EbsExporter
-from orchestrator.planner import Prioritizer
-from orchestrator.sandbox import Sandbox
-from orchestrator.transfer import Destination
+from orchestrator.export.exporters.base import ExportItem, RangedSource, load_exporter
+from orchestrator.export.exporters.ebs import GIB, EbsExporter
+from orchestrator.export.transfer import Destination
+from orchestrator.plan.priorities import Prioritizer
+from orchestrator.sandbox.account import Sandbox
 from providers.aws import AwsAccount
 from providers.storage import LocalObjectStore
 from tests.support.engine import ExportHarness as Harness

@@ -14,17 +14,18 @@ import yaml
 
 from orchestrator.clock import SystemClock
 from orchestrator.events import EventBus, ItemFinished
-from orchestrator.exporters.base import load_exporter
-from orchestrator.exporters.ec2 import (
+from orchestrator.export.exporters.base import load_exporter
+from orchestrator.export.exporters.ec2 import (
     DESCRIPTOR_FORMAT,
     Ec2Exporter,
     port_label,
     render_descriptor,
 )
-from orchestrator.journal import Journal
-from orchestrator.planner import Prioritizer
-from orchestrator.progress import RunProgress
-from orchestrator.sandbox import (
+from orchestrator.export.transfer import Destination, TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
+from orchestrator.sandbox.account import (
     DB_SECURITY_GROUP,
     LOAD_BALANCER_NAME,
     SANDBOX_AMI_ID,
@@ -34,7 +35,6 @@ from orchestrator.sandbox import (
     WEB_USER_DATA,
     Sandbox,
 )
-from orchestrator.transfer import Destination, TransferEngine, TransferSettings
 from providers.storage import LocalObjectStore
 
 DESCRIPTOR_KEY = f"ec2/{SANDBOX_REGION}/descriptor.yaml"

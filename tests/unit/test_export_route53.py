@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from orchestrator.errors import ChecksumMismatch
-from orchestrator.exporters.base import ExportItem, load_exporter
-from orchestrator.exporters.route53 import Route53Exporter, parse_zone_json, parse_zone_name
+from orchestrator.export.exporters.base import ExportItem, load_exporter
+from orchestrator.export.exporters.route53 import Route53Exporter, parse_zone_json, parse_zone_name
 from providers.aws import AwsAccount
 from providers.dns import absolute_name, canonical_value
 from tests.support.aws import moto_account

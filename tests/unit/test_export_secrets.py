@@ -17,17 +17,17 @@ import pytest
 
 from orchestrator import age
 from orchestrator.errors import ConfigError
-from orchestrator.exporters.base import ExportContext, load_exporter
-from orchestrator.exporters.secrets import (
+from orchestrator.export.exporters.base import ExportContext, load_exporter
+from orchestrator.export.exporters.secrets import (
     BUNDLE_FORMAT,
     SecretsExporter,
     _RegionListing,
     decrypt_bundle,
     decrypt_bundle_to_text,
 )
-from orchestrator.manifest import MANIFEST_KEY, publish_manifest
-from orchestrator.planner import Prioritizer
-from orchestrator.sandbox import (
+from orchestrator.export.manifest import MANIFEST_KEY, publish_manifest
+from orchestrator.plan.priorities import Prioritizer
+from orchestrator.sandbox.account import (
     API_KEYS_JSON,
     API_KEYS_SECRET,
     DB_PASSWORD,

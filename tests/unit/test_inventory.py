@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from orchestrator import sandbox as sb
 from orchestrator.inventory import (
     GLOBAL_REGION,
     KINDS,
@@ -19,7 +18,8 @@ from orchestrator.inventory import (
     fact_to_json,
     summarize_inventory,
 )
-from orchestrator.sandbox import Sandbox
+from orchestrator.sandbox.account import Sandbox
+from orchestrator.sandbox import account as sb
 from providers.aws import AwsAccount
 
 _SERVICES = ("s3", "ec2", "sts", "rds", "dynamodb", "elbv2", "secretsmanager", "ssm", "route53")

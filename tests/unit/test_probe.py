@@ -16,7 +16,7 @@ import pytest
 from orchestrator.clock import Clock, FrozenClock
 from orchestrator.errors import ConfigError
 from orchestrator.inventory import Fact, summarize_inventory
-from orchestrator.probe import (
+from orchestrator.placement.probe import (
     DATA_HEADROOM,
     GIB,
     OS_DISK_ALLOWANCE_BYTES,
@@ -27,7 +27,7 @@ from orchestrator.probe import (
     probe_candidates,
     requirements_from_inventory,
 )
-from providers.base import (
+from providers.interfaces.compute import (
     AccountStatus,
     ComputeProvider,
     Location,

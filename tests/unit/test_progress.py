@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator.clock import FrozenClock
 from orchestrator.events import EventBus, Projection
-from orchestrator.journal import Journal
-from orchestrator.progress import RunProgress, forecast
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress, forecast
 
 NOW = datetime(2021, 1, 10, 12, 0, tzinfo=UTC)
 DEADLINE = datetime(2021, 1, 10, 23, 59, tzinfo=UTC)

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import sandbox as sb
-from orchestrator.sandbox import Sandbox
+from orchestrator.sandbox.account import Sandbox
+from orchestrator.sandbox import account as sb
 from providers.aws import AwsAccount
 
 REPO = Path(__file__).resolve().parents[2]
@@ -329,7 +329,7 @@ def summary_ids(summary: sb.SeedSummary) -> dict[str, Any]:
 # Run in a child process: prints one JSON line per seeding.
 _CHILD = """
 import json, os, sys
-from orchestrator import sandbox as sb
+from orchestrator.sandbox import account as sb
 from tests.unit.test_sandbox import fingerprint, summary_ids
 mode = sys.argv[1]
 out = []

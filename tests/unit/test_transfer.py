@@ -12,11 +12,11 @@ from moto import mock_aws
 from orchestrator.clock import SystemClock
 from orchestrator.errors import Cancelled, ChecksumMismatch
 from orchestrator.events import ItemFinished
-from orchestrator.exporters.base import Exporter, ExportItem, SourceStream
-from orchestrator.exporters.s3 import S3Exporter, destination_key
-from orchestrator.manifest import MANIFEST_KEY, publish_manifest, verify_destination
-from orchestrator.planner import Prioritizer
-from orchestrator.transfer import TransferEngine, TransferSettings
+from orchestrator.export.exporters.base import Exporter, ExportItem, SourceStream
+from orchestrator.export.exporters.s3 import S3Exporter, destination_key
+from orchestrator.export.manifest import MANIFEST_KEY, publish_manifest, verify_destination
+from orchestrator.export.transfer import TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer
 from providers.aws import AwsAccount
 from providers.storage import STAGING_DIR
 from tests.support.engine import ExportHarness
@@ -205,7 +205,7 @@ def test_multipart_objects_are_checked_against_their_etag(account, tmp_path):
 
 
 def test_a_flipped_byte_in_a_multipart_object_is_caught():
-    from orchestrator.exporters.s3 import MultipartEtag
+    from orchestrator.export.exporters.s3 import MultipartEtag
 
     parts = [b"a" * 100, b"b" * 100, b"c" * 10]
     etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"

@@ -12,12 +12,12 @@ import pytest
 from orchestrator.clock import SystemClock
 from orchestrator.errors import Cancelled
 from orchestrator.events import EventBus
-from orchestrator.exporters.base import ExportContext, ExportItem, Part, RangedSource
-from orchestrator.exporters.s3 import S3Exporter
-from orchestrator.journal import Journal
-from orchestrator.planner import Prioritizer
-from orchestrator.progress import RunProgress
-from orchestrator.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.export.exporters.base import ExportContext, ExportItem, Part, RangedSource
+from orchestrator.export.exporters.s3 import S3Exporter
+from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
 from providers.aws import AwsAccount
 from providers.storage import STAGING_DIR, LocalObjectStore
 from tests.support.aws import moto_account
@@ -186,7 +186,7 @@ def test_an_image_with_holes_stays_sparse(tmp_path):
 
 def test_a_part_cut_off_mid_way_carries_on_from_its_last_checkpoint(account, tmp_path, monkeypatch):
     """Parts bigger than a checkpoint: a resume asks only for the rest of each part."""
-    import orchestrator.transfer as transfer
+    import orchestrator.export.transfer as transfer
 
     monkeypatch.setattr(transfer, "CHECKPOINT_BYTES", 1024 * 1024)
     big_part = 3 * 1024 * 1024  # three 1 MiB chunks a part, a checkpoint after each

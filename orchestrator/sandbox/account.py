@@ -886,7 +886,7 @@ def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
     secret. Yields None (the instance keeps its unreachable endpoint, and the
     RDS exporter says what to install) when PostgreSQL is not installed.
     """
-    from orchestrator.exporters.rds import ENDPOINT_TAG, PASSWORD_SECRET_TAG
+    from orchestrator.export.exporters.rds import ENDPOINT_TAG, PASSWORD_SECRET_TAG
     from orchestrator.postgres import create_database, find_pg_tools, psql_lines
 
     rds = account.client("rds", SANDBOX_REGION)

@@ -65,7 +65,7 @@ from typing import Any, ClassVar
 import botocore.exceptions
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
-from orchestrator.exporters.base import (
+from orchestrator.export.exporters.base import (
     BytesStream,
     ExportContext,
     Exporter,

@@ -41,7 +41,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
-from orchestrator.exporters.base import (
+from orchestrator.export.exporters.base import (
     ExportContext,
     Exporter,
     ExportItem,

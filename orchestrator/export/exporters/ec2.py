@@ -32,7 +32,7 @@ import botocore.exceptions
 import yaml
 
 from orchestrator.errors import FatalError
-from orchestrator.exporters.base import (
+from orchestrator.export.exporters.base import (
     BytesStream,
     ExportContext,
     Exporter,

@@ -30,11 +30,17 @@ from tenacity.wait import wait_random_exponential
 
 from orchestrator.errors import Cancelled, ChecksumMismatch, RetryableError
 from orchestrator.events import EventBus, ItemFinished
-from orchestrator.exporters.base import Exporter, ExportItem, Part, RangedSource, SourceStream
-from orchestrator.journal import Journal
-from orchestrator.progress import RunProgress
+from orchestrator.export.exporters.base import (
+    Exporter,
+    ExportItem,
+    Part,
+    RangedSource,
+    SourceStream,
+)
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
 from providers import aws
-from providers.base import ObjectStore, PartWriter, StoredObject
+from providers.interfaces.object_store import ObjectStore, PartWriter, StoredObject
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,13 @@ from dataclasses import dataclass
 from typing import IO, Any, ClassVar
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
-from orchestrator.exporters.base import ExportContext, Exporter, ExportItem, SourceStream, TierOf
+from orchestrator.export.exporters.base import (
+    ExportContext,
+    Exporter,
+    ExportItem,
+    SourceStream,
+    TierOf,
+)
 from providers.aws import AwsAccount, call_aws, should_retry
 
 #: Format marker of the meta file; bump when its shape changes.

@@ -22,13 +22,12 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config
 from orchestrator.errors import Cancelled, ConfigError
 from orchestrator.events import EventBus, RunWarning, StepFinished, StepStarted
-from orchestrator.exporters.base import ExportContext, exporter_kinds, load_exporter
+from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
+from orchestrator.export.manifest import publish_manifest
+from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
 from orchestrator.inventory import Fact, InventorySummary, collect_inventory, fact_to_json
 from orchestrator.inventory import summarize_inventory as summary_of
-from orchestrator.journal import Journal
-from orchestrator.manifest import publish_manifest
-from orchestrator.planner import Prioritizer, Rule
-from orchestrator.probe import (
+from orchestrator.placement.probe import (
     EC2_INSTANCE_TYPES,
     NoCandidateLeft,
     Requirements,
@@ -37,11 +36,12 @@ from orchestrator.probe import (
     probe_candidates,
     requirements_from_inventory,
 )
-from orchestrator.progress import RunProgress
-from orchestrator.report import build_report, write_report_json
-from orchestrator.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer, Rule
+from orchestrator.report.run_report import build_report, write_report_json
+from orchestrator.run.journal import Journal
+from orchestrator.run.progress import RunProgress
 from providers.aws import AwsAccount
-from providers.base import ObjectStore
+from providers.interfaces.object_store import ObjectStore
 from providers.registry import get_provider_spec, load_provider_class
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def open_source(config: Config, *, with_database: bool = False) -> Iterator[AwsA
     """The source account: the in-process sandbox, or AWS (or a moto server) via boto3."""
     aws = config.source.aws
     if aws.sandbox:
-        from orchestrator.sandbox import running_sandbox
+        from orchestrator.sandbox.account import running_sandbox
 
         # A real PostgreSQL stands behind the sandbox's RDS instance where
         # the machine has one; without it the sandbox still runs.

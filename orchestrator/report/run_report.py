@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.deadline import format_duration
-from orchestrator.journal import Journal
+from orchestrator.run.deadline import format_duration
+from orchestrator.run.journal import Journal
 
 
 def build_report(

@@ -48,7 +48,7 @@ import botocore.exceptions
 
 from orchestrator import age
 from orchestrator.errors import ConfigError, FatalError
-from orchestrator.exporters.base import (
+from orchestrator.export.exporters.base import (
     BytesStream,
     ExportContext,
     Exporter,

@@ -43,19 +43,21 @@ from orchestrator.clock import Clock
 from orchestrator.config import CandidateConfig, Secret
 from orchestrator.errors import ConfigError, ExitplanError, FatalError, RetryableError
 from orchestrator.inventory import Fact, InventorySummary
-from providers.base import (
+from providers.compute import open_host
+from providers.interfaces.compute import (
     ComputeProvider,
-    HostAuthFailed,
-    HostKeyMismatch,
-    HostUnreachable,
     NoCapacity,
     ProviderRefused,
     ProvisionSpec,
     ReadyHost,
     Size,
+)
+from providers.interfaces.host import (
+    HostAuthFailed,
+    HostKeyMismatch,
+    HostUnreachable,
     UnknownHostKey,
 )
-from providers.compute import open_host
 from providers.registry import get_provider_spec, load_provider_class
 
 GIB = 1024**3

@@ -243,13 +243,13 @@ class Exporter(ABC):
 
 
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "s3": ("orchestrator.exporters.s3", "S3Exporter"),
-    "route53": ("orchestrator.exporters.route53", "Route53Exporter"),
-    "dynamodb": ("orchestrator.exporters.dynamodb", "DynamoDbExporter"),
-    "rds": ("orchestrator.exporters.rds", "RdsExporter"),
-    "secrets": ("orchestrator.exporters.secrets", "SecretsExporter"),
-    "ec2": ("orchestrator.exporters.ec2", "Ec2Exporter"),
-    "ebs": ("orchestrator.exporters.ebs", "EbsExporter"),
+    "s3": ("orchestrator.export.exporters.s3", "S3Exporter"),
+    "route53": ("orchestrator.export.exporters.route53", "Route53Exporter"),
+    "dynamodb": ("orchestrator.export.exporters.dynamodb", "DynamoDbExporter"),
+    "rds": ("orchestrator.export.exporters.rds", "RdsExporter"),
+    "secrets": ("orchestrator.export.exporters.secrets", "SecretsExporter"),
+    "ec2": ("orchestrator.export.exporters.ec2", "Ec2Exporter"),
+    "ebs": ("orchestrator.export.exporters.ebs", "EbsExporter"),
 }
 
 

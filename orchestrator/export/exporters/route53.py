@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from orchestrator.errors import FatalError
-from orchestrator.exporters.base import (
+from orchestrator.export.exporters.base import (
     BytesStream,
     ExportContext,
     Exporter,

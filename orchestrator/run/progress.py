@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from orchestrator.clock import Clock
 from orchestrator.events import EventBus, ExportPlanned, Projection
-from orchestrator.journal import Journal, KindProgress
+from orchestrator.run.journal import Journal, KindProgress
 
 _TICK_SECONDS = 0.5
 

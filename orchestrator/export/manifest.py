@@ -13,8 +13,8 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from orchestrator.journal import Journal
-from providers.base import ObjectNotFound, ObjectStore
+from orchestrator.run.journal import Journal
+from providers.interfaces.object_store import ObjectNotFound, ObjectStore
 
 MANIFEST_KEY = "manifest/manifest.jsonl"
 

@@ -25,7 +25,13 @@ from typing import Any
 import botocore.exceptions
 
 from orchestrator.errors import ChecksumMismatch, RetryableError
-from orchestrator.exporters.base import Exporter, ExportItem, Part, RangedSource, SourceStream
+from orchestrator.export.exporters.base import (
+    Exporter,
+    ExportItem,
+    Part,
+    RangedSource,
+    SourceStream,
+)
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-(\d+)$")
