@@ -11,16 +11,13 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 from orchestrator import __version__
@@ -37,7 +34,6 @@ from orchestrator.events import (
     StepFinished,
     StepStarted,
 )
-from orchestrator.export.transfer import CancelToken
 from orchestrator.run.deadline import format_duration, parse_deadline
 
 EXIT_USAGE = 2
@@ -172,19 +168,41 @@ class RichRenderer:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The config (a file, or the built-in sandbox here) with the flags applied."""
     config = load_config(Path(args.config)) if args.config else default_sandbox_config(Path.cwd())
     overrides: dict[str, Any] = {}
     if getattr(args, "workspace", None):
         overrides["workspace"] = Path(args.workspace).resolve()
     transfer = config.transfer
-    if getattr(args, "concurrency", None):
-        if not 1 <= args.concurrency <= 512:
-            raise ConfigError("--concurrency: must be between 1 and 512")
-        transfer = replace(transfer, concurrency=args.concurrency)
-    if getattr(args, "bwlimit", None):
-        transfer = replace(transfer, bwlimit=parse_size(args.bwlimit, "--bwlimit"))
+    concurrency = _concurrency(args)
+    if concurrency is not None:
+        transfer = replace(transfer, concurrency=concurrency)
+    bwlimit = _bwlimit(args)
+    if bwlimit is not None:
+        transfer = replace(transfer, bwlimit=bwlimit)
     overrides["transfer"] = transfer
     return replace(config, **overrides)
+
+
+def _concurrency(args: argparse.Namespace) -> int | None:
+    value = getattr(args, "concurrency", None)
+    if value is None:
+        return None
+    if not 1 <= value <= 512:
+        raise ConfigError(f"--concurrency {value}: must be between 1 and 512")
+    return int(value)
+
+
+def _bwlimit(args: argparse.Namespace) -> int | None:
+    text = getattr(args, "bwlimit", None)
+    if text is None:
+        return None
+    value = parse_size(text, "--bwlimit")
+    if value <= 0:
+        raise ConfigError(
+            f"--bwlimit {text}: must be more than 0 bytes per second; leave it out for no limit"
+        )
+    return value
 
 
 def _deadline(
@@ -202,6 +220,13 @@ def _deadline(
             )
         return None
     return parse_deadline(text, clock.now(), name=name)
+
+
+def _kinds(text: str | None) -> tuple[str, ...] | None:
+    """``--only s3,route53`` -> ("s3", "route53"); checked by the engine."""
+    if text is None:
+        return None
+    return tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
 
 
 def _renderer(args: argparse.Namespace) -> Any:
@@ -269,123 +294,99 @@ def _fact_note(attributes: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _run_migration(args: argparse.Namespace, clock: Clock, resume_run: str | None) -> int:
-    from orchestrator.export.exporters.base import exporter_kinds
-    from orchestrator.run.commands import (
-        MigrationRequest,
-        plan_summary,
-        prioritizer_for,
-        run_migration,
-    )
+def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
+    """migrate, export and plan (a dry run of migrate): the settings, then the engine."""
+    from orchestrator.run.commands import preview_run, settings_for
 
     config = _load(args)
-    deadline = _deadline(args, config, clock, required=args.command == "migrate" and not resume_run)
-    if getattr(args, "dry_run", False):
-        prioritizer = prioritizer_for(config)
+    command = "export" if args.command == "export" else "migrate"
+    dry_run = bool(getattr(args, "dry_run", False))
+    deadline = _deadline(args, config, clock, required=command == "migrate" and not dry_run)
+    settings = settings_for(
+        command,
+        config,
+        deadline=deadline,
+        kinds=_kinds(getattr(args, "only", None)),
+        sandbox_base=Path.cwd(),
+    )
+    if dry_run:
+        previews = preview_run(config, settings, clock)
+        if args.output == "json":
+            print(json.dumps(_preview_json(config, settings, previews, clock), indent=2))
+            return 0
         print("dry run: nothing will be copied or written")
-        print(
-            f"source:       {'built-in sandbox (moto)' if config.source.aws.sandbox else ', '.join(config.source.aws.regions)}"
+        source = (
+            "built-in sandbox (moto)"
+            if config.source.aws.sandbox
+            else ", ".join(config.source.aws.regions)
         )
+        print(f"source:       {source}")
         for destination in config.destinations:
             print(f"destination:  {destination.name} ({destination.driver})")
-        for entry in plan_summary(prioritizer, list(_kinds(args.only) or exporter_kinds())):
-            print(f"export {entry['order']}:     {entry['kind']}")
+        for index, preview in enumerate(previews, start=1):
+            print(f"step {index}: {preview.step:<10} {preview.what}")
         if deadline is not None:
             print(
                 f"deadline:     {deadline.isoformat()} (in {format_duration(deadline - clock.now())})"
             )
         return 0
-    if config.source.aws.sandbox:
-        config = _with_sandbox_recipient(config)
-    kinds = _kinds(getattr(args, "only", None))
-    whole_path = args.command != "export"
-    invocation = {
-        "command": "migrate" if whole_path else "export",
-        "kinds": list(kinds) if kinds else None,
-        "config": str(Path(args.config).resolve()) if args.config else None,
-        "deadline": deadline.isoformat() if deadline else None,
-        "workspace": str(config.workspace),
-        "concurrency": config.transfer.concurrency,
-        "bwlimit": config.transfer.bwlimit,
+    return _execute(args, clock, config, settings, resume_run_id=None)
+
+
+def _preview_json(
+    config: Config, settings: Any, previews: list[Any], clock: Clock
+) -> dict[str, Any]:
+    return {
+        "dry_run": True,
+        "command": settings.command,
+        "source": "sandbox" if config.source.aws.sandbox else list(config.source.aws.regions),
+        "destinations": [{"name": d.name, "driver": d.driver} for d in config.destinations],
+        "deadline": settings.deadline.isoformat() if settings.deadline else None,
+        "steps": [{"id": p.step, "title": p.title, "what": p.what} for p in previews],
     }
+
+
+def _execute(
+    args: argparse.Namespace,
+    clock: Clock,
+    config: Config,
+    settings: Any,
+    *,
+    resume_run_id: str | None,
+) -> int:
+    from orchestrator.run.cancel import CancelToken
+    from orchestrator.run.commands import cancel_on_signals, execute_run
+
     events = EventBus()
     renderer = _renderer(args)
     if renderer is not None:
         events.subscribe(renderer)
     cancel = CancelToken()
-    previous = _install_interrupt(cancel)
-    try:
-        result = run_migration(
-            MigrationRequest(
-                config,
-                deadline,
-                resume_run_id=resume_run,
-                invocation=invocation,
-                kinds=kinds,
-                whole_path=whole_path,
-            ),
-            events=events,
-            clock=clock,
-            cancel=cancel,
+
+    def say_stopping(reason: Any) -> None:
+        print(
+            f"\n{reason.value}: finishing the journal; press Ctrl-C again to quit at once",
+            file=sys.stderr,
         )
+
+    try:
+        with cancel_on_signals(cancel, say_stopping):
+            outcome = execute_run(
+                config,
+                settings,
+                events=events,
+                clock=clock,
+                cancel=cancel,
+                resume_run_id=resume_run_id,
+            )
     finally:
-        signal.signal(signal.SIGINT, previous)
         if renderer is not None:
             renderer.close()
     if args.output == "json":
-        print(json.dumps(result.report, indent=2))
+        print(json.dumps(outcome.report, indent=2))
     else:
-        _print_summary(result.report, result.report_path)
-    return result.exit_code
-
-
-SANDBOX_IDENTITY = "sandbox-identity.age"
-
-
-def _with_sandbox_recipient(config: Config) -> Config:
-    """The sandbox encrypts its secrets to a key of its own, kept in the workspace.
-
-    So a new user sees secrets exported the only way exitplan exports them,
-    encrypted, and can read them back with `exitplan secrets decrypt`.
-    """
-    from orchestrator.age import generate_identity, load_identity
-
-    path = Path(config.workspace) / SANDBOX_IDENTITY
-    if path.exists():
-        recipient = load_identity(path).recipients[0]
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        recipient = generate_identity(path)
-    destinations = tuple(
-        replace(d, recipients=d.recipients or (recipient,)) for d in config.destinations
-    )
-    return replace(config, destinations=destinations)
-
-
-def _kinds(text: str | None) -> tuple[str, ...] | None:
-    """``--only s3,route53`` -> ("s3", "route53"), checked against the exporters."""
-    from orchestrator.export.exporters.base import exporter_kinds
-
-    if not text:
-        return None
-    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
-    unknown = [k for k in kinds if k not in exporter_kinds()]
-    if unknown or not kinds:
-        raise ConfigError(
-            f"--only {text!r}: unknown kind(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(exporter_kinds())}"
-        )
-    return kinds
-
-
-def _install_interrupt(cancel: CancelToken) -> Any:
-    def on_interrupt(signum: int, frame: FrameType | None) -> None:
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        print("\ninterrupted: finishing the journal; Ctrl-C again to quit at once", file=sys.stderr)
-        cancel.cancel("interrupted (Ctrl-C)")
-
-    return signal.signal(signal.SIGINT, on_interrupt)
+        _print_summary(outcome.report, outcome.report_path)
+    return outcome.exit_code
 
 
 def _print_summary(report: dict[str, Any], path: Path) -> None:
@@ -404,6 +405,17 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
     )
     for destination in report["destinations"]:
         print(f"  destination {destination['name']}: {destination['where']}")
+    if report.get("placement"):
+        place = report["placement"]
+        where = (
+            "this machine"
+            if place["transport"] == "local"
+            else f"{place['address']}:{place['port']}"
+        )
+        print(f"  host: {place['candidate']} ({place['target']}) at {where}")
+    for step in report["steps"]:
+        if step["status"] in ("failed", "cancelled"):
+            print(f"  step {step['name']}: {step['status']}: {step['detail']}")
     deadline = report["deadline"]
     if deadline.get("deadline"):
         verdict = "met" if deadline["met"] else "MISSED"
@@ -412,91 +424,67 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
         )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
+    if report.get("undo"):
+        print(
+            f"  {len(report['undo'])} thing(s) created outside the workspace; `exitplan rollback {report['run_id']}` removes them"
+        )
     print(f"  report: {path}")
-    if report["status"] not in ("done",):
+    if report["status"] != "done":
         print("  carry on with: exitplan resume " + report["run_id"])
 
 
-def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
-    return _run_migration(args, clock, resume_run=None)
-
-
 def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.run.commands import (
+        SettingOverrides,
+        existing_journal,
+        recorded_run,
+        resumed,
+    )
+
     config = _load(args)
-    journal = _existing_journal(config)
-    with journal:
-        run = journal.get_run(args.run)
-    if run is None:
-        raise ConfigError(
-            f"no run {args.run!r} in {journal.path}"
-            if args.run
-            else f"no runs in {journal.path} to resume"
-        )
+    with existing_journal(config) as journal:
+        run = recorded_run(journal, args.run)
     if run.status == "done":
         print(f"run {run.id} is already done; nothing to resume")
         return 0
-    if run.invocation.get("config") and not args.config:
-        args.config = run.invocation["config"]
-    if not getattr(args, "deadline", None) and run.deadline is not None:
-        args.deadline = run.deadline.isoformat()
-    if not getattr(args, "concurrency", None):
-        args.concurrency = run.invocation.get("concurrency")
-    if run.invocation.get("command") == "export":
-        args.command = "export"
-    if not getattr(args, "only", None) and run.invocation.get("kinds"):
-        args.only = ",".join(run.invocation["kinds"])
-    return _run_migration(args, clock, resume_run=run.id)
-
-
-def _existing_journal(config: Config) -> Any:
-    from orchestrator.run.journal import Journal
-
-    path = Path(config.workspace) / "journal.sqlite"
-    if not path.exists():
-        raise ConfigError(
-            f"no journal at {path}: run `exitplan migrate` first, or pass --workspace"
-        )
-    return Journal(path)
+    overrides = SettingOverrides(
+        deadline=parse_deadline(args.deadline, clock.now()) if args.deadline else None,
+        concurrency=_concurrency(args),
+        bwlimit=_bwlimit(args),
+        kinds=_kinds(args.only),
+    )
+    run_config, settings = resumed(run, overrides)
+    return _execute(args, clock, run_config, settings, resume_run_id=run.id)
 
 
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
-    from orchestrator.run.progress import forecast
+    from orchestrator.run.commands import existing_journal, run_status
+    from orchestrator.run.serde import to_json
 
     config = _load(args)
-    with _existing_journal(config) as journal:
-        run = journal.get_run(args.run)
-        if run is None:
-            raise ConfigError(f"no run {args.run!r} in {journal.path}")
-        kinds = journal.progress(run.id)
-        counts = journal.item_counts(run.id)
-        end = run.finished_at or clock.now()
-        elapsed = (end - run.started_at).total_seconds()
-        outlook = forecast(
-            remaining_bytes=sum(k.remaining_bytes for k in kinds),
-            copied_bytes=sum(k.copied_bytes for k in kinds),
-            elapsed_s=elapsed,
-            now=clock.now(),
-            deadline=run.deadline,
-            safety_margin=config.safety_margin,
-        )
-        data = {
-            "run_id": run.id,
-            "status": run.status,
-            "started_at": run.started_at.isoformat(),
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-            "deadline": run.deadline.isoformat() if run.deadline else None,
-            "items": counts,
-            "kinds": [k.__dict__ for k in kinds],
-            "bytes_per_second": round(outlook.bytes_per_second, 1),
-            "remaining_bytes": outlook.remaining_bytes,
-            "projected_finish": outlook.projected_finish.isoformat()
-            if outlook.projected_finish
-            else None,
-            "will_make_it": outlook.will_make_it,
-            "steps": [
-                {"name": n, "status": s, "detail": d} for n, s, _, _, d in journal.steps(run.id)
-            ],
-        }
+    with existing_journal(config) as journal:
+        view = run_status(journal, args.run, clock)
+    run = view.run
+    data = {
+        "run_id": run.id,
+        "command": run.command,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "deadline": run.deadline.isoformat() if run.deadline else None,
+        "items": view.items,
+        "kinds": [k.__dict__ for k in view.kinds],
+        "bytes_per_second": round(view.bytes_per_second, 1),
+        "remaining_bytes": view.remaining_bytes,
+        "projected_finish": view.projected_finish.isoformat() if view.projected_finish else None,
+        "will_make_it": view.will_make_it,
+        "margin_kept_seconds": view.margin_kept.total_seconds()
+        if view.margin_kept is not None
+        else None,
+        "undo_pending": view.undo_pending,
+        "steps": [{"name": s.step, "status": s.status, "detail": s.detail} for s in view.steps],
+        "settings": to_json(view.settings),
+    }
     if args.output == "json":
         print(json.dumps(data, indent=2))
         return 0
@@ -505,38 +493,66 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     )
     for step in data["steps"]:
         print(f"  step {step['name']:<16} {step['status']:<10} {step['detail']}")
-    for k in kinds:
+    for k in view.kinds:
         print(
             f"  {k.kind:<10} {k.done_items + k.skipped_items}/{k.listed_items}{'' if k.listing_done else '+'} items, "
             f"{_human_bytes(k.done_bytes + k.skipped_bytes)} of {_human_bytes(k.listed_bytes)}, {k.failed_items} failed"
         )
-    print("  items: " + ", ".join(f"{state} {n}" for state, n in counts.items()))
+    print("  items: " + ", ".join(f"{state} {n}" for state, n in view.items.items()))
     if run.deadline:
-        if outlook.projected_finish is None:
+        if run.finished_at is not None and run.status != "running":
+            assert view.margin_kept is not None
+            kept = format_duration(view.margin_kept)
+            verdict = "before" if view.margin_kept.total_seconds() >= 0 else "AFTER"
+            print(
+                f"  finished {run.finished_at.isoformat(timespec='seconds')}, {kept} {verdict} "
+                f"the deadline {run.deadline.isoformat()}"
+            )
+        elif view.projected_finish is None:
             print(f"  deadline {run.deadline.isoformat()}: no throughput measured yet")
         else:
-            verdict = "on track" if outlook.will_make_it else "WILL MISS"
+            verdict = "on track" if view.will_make_it else "WILL MISS"
             print(
                 f"  deadline {run.deadline.isoformat()}: projected finish "
-                f"{outlook.projected_finish.isoformat(timespec='seconds')} — {verdict}"
+                f"{view.projected_finish.isoformat(timespec='seconds')}: {verdict}"
             )
+    if view.undo_pending:
+        print(
+            f"  {view.undo_pending} thing(s) created outside the workspace; `exitplan rollback {run.id}` removes them"
+        )
     return 0
+
+
+def cmd_rollback(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.run.commands import existing_journal, rollback_run
+
+    config = _load(args)
+    with existing_journal(config) as journal:
+        run_id, outcomes = rollback_run(journal, args.run, clock)
+    if args.output == "json":
+        print(json.dumps({"run_id": run_id, "undone": [o.__dict__ for o in outcomes]}, indent=2))
+    else:
+        if not outcomes:
+            print(f"run {run_id}: nothing to undo")
+        for outcome in outcomes:
+            print(f"{outcome.state:<7} {outcome.description}: {outcome.message}")
+    return 1 if any(o.state == "failed" for o in outcomes) else 0
 
 
 def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
     from orchestrator.export.manifest import verify_destination
-    from orchestrator.run.commands import open_destinations
+    from orchestrator.run.commands import existing_journal, open_destinations
 
     config = _load(args)
-    destinations = open_destinations(config)
-    if args.destination:
-        destinations = [d for d in destinations if d.name == args.destination]
-        if not destinations:
-            raise ConfigError(
-                f"--destination {args.destination!r}: no such destination in the config"
-            )
-    ok = True
-    with _existing_journal(config) as journal:
+    with existing_journal(config) as journal:
+        destinations = open_destinations(config)
+        if args.destination:
+            destinations = [d for d in destinations if d.name == args.destination]
+            if not destinations:
+                raise ConfigError(
+                    f"--destination {args.destination!r}: no such destination in the config"
+                )
+        ok = True
         for destination in destinations:
             result = verify_destination(journal, destination.name, destination.store)
             status = "ok" if result.ok else "BAD"
@@ -551,17 +567,8 @@ def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
-    from orchestrator.placement.probe import (
-        compute_providers_from_config,
-        format_table,
-        probe_candidates,
-    )
-    from orchestrator.run.commands import (
-        PROBE_BUDGET_S,
-        open_source,
-        service_requirements,
-        take_inventory,
-    )
+    from orchestrator.placement.probe import format_table
+    from orchestrator.placement.steps import probe_now
 
     config = _load(args)
     if not config.candidates:
@@ -570,13 +577,7 @@ def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
             f"{where}: no candidates to probe; add `candidates:` (ssh-pool hosts or a "
             "libcloud provider) to the config"
         )
-    providers = compute_providers_from_config(config.candidates)
-    with open_source(config) as account, tempfile.TemporaryDirectory() as scratch:
-        inventory = take_inventory(account, Path(scratch) / "inventory.jsonl")
-    requirements = service_requirements(inventory)
-    report = probe_candidates(
-        list(providers.values()), requirements, budget_s=args.budget or PROBE_BUDGET_S, clock=clock
-    )
+    report = probe_now(config, clock, budget_s=args.budget)
     if args.output == "json":
         print(report.to_json())
     else:
@@ -637,10 +638,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("plan", parents=[common], help="what would be saved, in which order")
+    p = sub.add_parser(
+        "plan", parents=[common], help="what a migrate would do, step by step; writes nothing"
+    )
     p.add_argument("--deadline")
+    p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
     p.add_argument("--output", choices=("text", "json"), default="text")
-    p.set_defaults(func=cmd_migrate, dry_run=True, concurrency=None, bwlimit=None, only=None)
+    p.set_defaults(func=cmd_migrate, dry_run=True, concurrency=None, bwlimit=None)
 
     p = sub.add_parser("resume", parents=[common], help="carry on an interrupted run")
     p.add_argument("run", nargs="?", help="run id (default: the newest)")
@@ -650,6 +654,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser(
+        "rollback", parents=[common], help="remove what a run created outside its workspace"
+    )
+    p.add_argument("run", nargs="?", help="run id (default: the newest)")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("status", parents=[common], help="progress and projected finish of a run")
     p.add_argument("run", nargs="?", help="run id (default: the newest)")
@@ -664,7 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", parents=[common], help="check and rank the candidate hosts")
     p.add_argument("--output", choices=("text", "json"), default="text")
-    p.add_argument("--budget", type=float, help="seconds the whole probe may take (default 120)")
+    p.add_argument(
+        "--budget", type=float, default=120.0, help="seconds the whole probe may take (default 120)"
+    )
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("secrets", help="work with exported secrets bundles")

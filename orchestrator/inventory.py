@@ -285,9 +285,35 @@ def _security_groups(ec2: Any) -> dict[str, dict[str, Any]]:
     return groups
 
 
+def _instance_size(
+    ec2: Any, instance_type: str | None, known: dict[str, dict[str, int] | None]
+) -> dict[str, int] | None:
+    """vCPUs and memory of an instance type as AWS describes it (None: AWS does not)."""
+    if not instance_type:
+        return None
+    if instance_type not in known:
+        try:
+            with _calling("ec2", "DescribeInstanceTypes"):
+                found = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidInstanceType":
+                raise
+            found = []
+        known[instance_type] = (
+            {
+                "vcpus": int(found[0]["VCpuInfo"]["DefaultVCpus"]),
+                "memory_mib": int(found[0]["MemoryInfo"]["SizeInMiB"]),
+            }
+            if found
+            else None
+        )
+    return known[instance_type]
+
+
 def _ec2_facts(account: AwsAccount, region: str) -> Iterator[Fact]:
     ec2 = account.client("ec2", region)
     groups: dict[str, dict[str, Any]] | None = None
+    sizes: dict[str, dict[str, int] | None] = {}
     for reservation in _paginate(ec2, "describe_instances", "Reservations"):
         for instance in reservation.get("Instances", []):
             if groups is None:  # only fetched when there is an instance to describe
@@ -298,6 +324,7 @@ def _ec2_facts(account: AwsAccount, region: str) -> Iterator[Fact]:
                     InstanceId=instance_id, Attribute="userData"
                 )
             tags = _tags(instance.get("Tags"))
+            size = _instance_size(ec2, instance.get("InstanceType"), sizes) or {}
             yield Fact(
                 "ec2",
                 region,
@@ -305,6 +332,9 @@ def _ec2_facts(account: AwsAccount, region: str) -> Iterator[Fact]:
                 {
                     "name": tags.get("Name"),
                     "instance_type": instance.get("InstanceType"),
+                    # From DescribeInstanceTypes; absent when AWS does not describe the type.
+                    "vcpus": size.get("vcpus"),
+                    "memory_mib": size.get("memory_mib"),
                     "image_id": instance.get("ImageId"),
                     "state": instance.get("State", {}).get("Name"),
                     "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),

@@ -26,15 +26,18 @@ import re
 import secrets
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.errors import FatalError, RetryableError
+from orchestrator.errors import Cancelled, FatalError, RetryableError
+from orchestrator.run.cancel import CancelToken
 
 #: What to tell a user whose machine has no PostgreSQL tools.
 PG_INSTALL_HINT = (
@@ -204,6 +207,61 @@ class PgConn:
         return env
 
 
+def run_tool(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stdin_text: str | None = None,
+    timeout_s: float | None = None,
+    cwd: Path | None = None,
+    cancel: CancelToken | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool to its end, or kill it at ``timeout_s`` or the moment ``cancel`` is set.
+
+    Raises ``subprocess.TimeoutExpired`` and ``Cancelled``; the caller words them.
+    A killed tool leaves what it wrote: the caller's staging is resumable or swept.
+    """
+    with subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env),
+        cwd=cwd,
+        # Its own process group: pg_dump --jobs forks workers, and a kill must reach them all.
+        start_new_session=True,
+    ) as proc:
+        give_up = None if timeout_s is None else time.monotonic() + timeout_s
+        pending_input = stdin_text
+        while True:
+            wait_s = (
+                _POLL_S if give_up is None else max(0.0, min(_POLL_S, give_up - time.monotonic()))
+            )
+            try:
+                stdout, stderr = proc.communicate(pending_input, timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                pending_input = None  # handed over already; communicate keeps feeding it
+            if cancel is not None and cancel.is_set():
+                _kill_group(proc)
+                raise Cancelled(f"stopped {Path(argv[0]).name}: {cancel.describe()}")
+            if give_up is not None and time.monotonic() >= give_up:
+                _kill_group(proc)
+                raise subprocess.TimeoutExpired(list(argv), timeout_s or 0)
+    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
+
+
+#: How often a running tool is checked for a cancel.
+_POLL_S = 0.2
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
 def run_pg(
     argv: Sequence[str],
     conn: PgConn,
@@ -212,22 +270,17 @@ def run_pg(
     stdin_text: str | None = None,
     timeout_s: float | None = None,
     cwd: Path | None = None,
+    cancel: CancelToken | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run one PostgreSQL client tool against ``conn``; return it when it exits 0.
 
     Raises ``PgCommandError`` (retryable) naming ``what`` with the last lines
-    of stderr, the password redacted.
+    of stderr, the password redacted; ``Cancelled`` when ``cancel`` is set
+    while it runs (the tool is killed at once).
     """
     try:
-        done = subprocess.run(
-            list(argv),
-            input=stdin_text,
-            capture_output=True,
-            text=True,
-            env=conn.env(),
-            timeout=timeout_s,
-            cwd=cwd,
-            check=False,
+        done = run_tool(
+            argv, env=conn.env(), stdin_text=stdin_text, timeout_s=timeout_s, cwd=cwd, cancel=cancel
         )
     except subprocess.TimeoutExpired:
         raise PgCommandError(f"{what}: no answer within {timeout_s:.0f}s") from None
@@ -416,6 +469,7 @@ def pg_dump_directory(
     jobs: int = 4,
     snapshot: str | None = None,
     timeout_s: float | None = None,
+    cancel: CancelToken | None = None,
 ) -> None:
     """``pg_dump --format=directory`` of ``conn.dbname`` into ``out_dir`` (which must not exist).
 
@@ -435,7 +489,11 @@ def pg_dump_directory(
     if snapshot is not None:
         argv.append(f"--snapshot={snapshot}")
     run_pg(
-        argv, conn, what=f"pg_dump of {conn.dbname} on {conn.host}:{conn.port}", timeout_s=timeout_s
+        argv,
+        conn,
+        what=f"pg_dump of {conn.dbname} on {conn.host}:{conn.port}",
+        timeout_s=timeout_s,
+        cancel=cancel,
     )
 
 
@@ -453,6 +511,7 @@ def pg_restore_directory(
     *,
     jobs: int = 4,
     timeout_s: float | None = None,
+    cancel: CancelToken | None = None,
 ) -> RestoreOutcome:
     """Load a directory-format dump into ``conn.dbname`` (an empty database).
 
@@ -474,14 +533,7 @@ def pg_restore_directory(
     ]
     what = f"pg_restore into {conn.dbname} on {conn.host}:{conn.port}"
     try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            env=conn.env(),
-            timeout=timeout_s,
-            check=False,
-        )
+        done = run_tool(argv, env=conn.env(), timeout_s=timeout_s, cancel=cancel)
     except subprocess.TimeoutExpired:
         raise PgCommandError(f"{what}: not done within {timeout_s:.0f}s") from None
     if done.returncode == 0:

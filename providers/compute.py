@@ -316,6 +316,11 @@ class LocalMachineProvider(ComputeProvider):
     capabilities = frozenset({"pre_arranged", "local"})
     provisioning_estimate_s = 0.0
 
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        # One run at a time deploys here: a second claim is refused like a full pool's.
+        self._claims = _Claims(None)
+
     def describe(self) -> str:
         return f"local:{self.name} (this machine)"
 
@@ -332,16 +337,19 @@ class LocalMachineProvider(ComputeProvider):
         return ReadyHost("localhost", 0, "", "", "localhost", None, transport="local")
 
     def existing_hosts(self) -> list[ReadyHost]:
-        return [self._ready()]
+        return [] if "localhost" in self._claims.claimed() else [self._ready()]
 
     def provision(self, spec: ProvisionSpec) -> Node:
+        if self._claims.claim(["localhost"]) is None:
+            raise NoCapacity(f"{self.describe()}: this machine is already claimed by this run")
         return Node(id="localhost", name=spec.name, provider=self.name, state="claimed")
 
     def wait_ready(self, node: Node, deadline: datetime, clock: Clock) -> ReadyHost:
         return self._ready()
 
     def destroy(self, node: Node) -> None:
-        """Nothing to release: this machine is not ours to remove."""
+        """Release the claim; the machine itself is not ours to remove."""
+        self._claims.release(node.id)
 
 
 def open_host(ready: ReadyHost, *, connect_timeout_s: float = 10.0) -> Host:

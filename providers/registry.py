@@ -155,6 +155,8 @@ _SPECS: tuple[ProviderSpec, ...] = (
             OptionSpec("host", str, help="API endpoint host, for self-hosted clouds"),
             OptionSpec("port", int, help="API endpoint port"),
             OptionSpec("secure", bool, help="use https for the API endpoint"),
+            OptionSpec("ssh_port", int, help="port new servers answer SSH on (default 22)"),
+            OptionSpec("ssh_user", str, help="user to log in to new servers as (default root)"),
         ),
         summary="a new server from any cloud libcloud supports",
     ),

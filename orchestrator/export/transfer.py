@@ -37,6 +37,7 @@ from orchestrator.export.exporters.base import (
     RangedSource,
     SourceStream,
 )
+from orchestrator.run.cancel import CancelToken
 from orchestrator.run.journal import Journal
 from orchestrator.run.progress import RunProgress
 from providers import aws
@@ -66,30 +67,6 @@ class TransferSettings:
     bwlimit: int | None = None
     #: Longest wait between two attempts at one item.
     max_backoff_s: float = 20.0
-
-
-class CancelToken:
-    """Set once to stop a run; everything waiting on it wakes at once."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = ""
-
-    def cancel(self, reason: str) -> None:
-        if not self._event.is_set():
-            self.reason = reason
-            self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True if cancelled meanwhile."""
-        return self._event.wait(seconds)
-
-    def raise_if_set(self) -> None:
-        if self._event.is_set():
-            raise Cancelled(f"stopped: {self.reason}")
 
 
 class RateLimiter:
@@ -365,7 +342,7 @@ class TransferEngine:
 
     def _sleep_unless_cancelled(self, seconds: float) -> None:
         if self.cancel.wait(seconds):
-            raise Cancelled(f"stopped: {self.cancel.reason}")
+            raise Cancelled(f"stopped: {self.cancel.describe()}")
 
     def _copy_once(
         self, exporter: Exporter, item: ExportItem, targets: list[Destination]

@@ -41,14 +41,13 @@ from typing import Any, Literal
 
 from orchestrator.clock import Clock
 from orchestrator.config import CandidateConfig, Secret
-from orchestrator.errors import ConfigError, ExitplanError, FatalError, RetryableError
+from orchestrator.errors import ExitplanError, FatalError, RetryableError
 from orchestrator.inventory import Fact, InventorySummary
 from providers.compute import open_host
 from providers.interfaces.compute import (
     ComputeProvider,
     NoCapacity,
     ProviderRefused,
-    ProvisionSpec,
     ReadyHost,
     Size,
 )
@@ -74,28 +73,6 @@ DATA_HEADROOM = 0.2
 
 Status = Literal["fit", "unfit", "refused"]
 _STATUS_ORDER: dict[str, int] = {"fit": 0, "unfit": 1, "refused": 2}
-
-#: vCPUs and RAM (GiB) of common EC2 instance types, to size the new home.
-EC2_INSTANCE_TYPES: dict[str, tuple[int, float]] = {
-    "t2.nano": (1, 0.5),
-    "t2.micro": (1, 1),
-    "t2.small": (1, 2),
-    "t2.medium": (2, 4),
-    "t2.large": (2, 8),
-    "t3.nano": (2, 0.5),
-    "t3.micro": (2, 1),
-    "t3.small": (2, 2),
-    "t3.medium": (2, 4),
-    "t3.large": (2, 8),
-    "t3.xlarge": (4, 16),
-    "m5.large": (2, 8),
-    "m5.xlarge": (4, 16),
-    "m5.2xlarge": (8, 32),
-    "c5.large": (2, 4),
-    "c5.xlarge": (4, 8),
-    "r5.large": (2, 16),
-}
-
 
 # ---------------------------------------------------------------------------
 # Requirements
@@ -145,9 +122,11 @@ def requirements_from_inventory(
     """Requirements for the new home from what the source runs and holds.
 
     ``ec2`` is the service's instance (its ``Fact`` or the fact's
-    attributes): its instance type gives vCPUs and RAM (``ConfigError`` for
-    a type not in ``EC2_INSTANCE_TYPES``: say what it needs instead), its
-    security groups the TCP ports the service serves. ``data_bytes``
+    attributes): vCPUs and memory as AWS describes its instance type
+    (``vcpus`` and ``memory_mib``, from DescribeInstanceTypes in the
+    inventory), its security groups the TCP ports the service serves.
+    Raises ``FatalError`` naming the type when AWS did not describe it: a
+    guessed size could pick a host the service does not fit. ``data_bytes``
     defaults to everything the inventory counted; the disk needed is that
     plus ``DATA_HEADROOM`` plus ``OS_DISK_ALLOWANCE_BYTES``.
     """
@@ -159,13 +138,13 @@ def requirements_from_inventory(
     vcpus, ram_bytes = 1, 512 * MIB
     instance_type = attributes.get("instance_type")
     if instance_type:
-        if instance_type not in EC2_INSTANCE_TYPES:
-            raise ConfigError(
-                f"instance type {instance_type!r} is not in exitplan's table; "
-                "build Requirements(vcpus=..., ram_bytes=...) for it directly"
+        if not attributes.get("vcpus") or not attributes.get("memory_mib"):
+            raise FatalError(
+                f"instance type {instance_type!r} of {attributes.get('name') or 'the service'}: "
+                "AWS did not describe it (DescribeInstanceTypes), so the size of its new home is "
+                "unknown; give the candidates' size in the config (size:) and check the type"
             )
-        cpus, ram_gib = EC2_INSTANCE_TYPES[instance_type]
-        vcpus, ram_bytes = cpus, int(ram_gib * GIB)
+        vcpus, ram_bytes = int(attributes["vcpus"]), int(attributes["memory_mib"]) * MIB
     data = summary.total_bytes if data_bytes is None else data_bytes
     disk = math.ceil(data * (1 + DATA_HEADROOM)) + OS_DISK_ALLOWANCE_BYTES
     return Requirements(
@@ -630,90 +609,3 @@ def probe_candidates(
 # ---------------------------------------------------------------------------
 # Provisioning down the ranking
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProvisionAttempt:
-    """One try at a candidate: ``outcome`` is ``"ready"`` or a refusal code."""
-
-    candidate: str
-    target: str
-    outcome: str
-    message: str = ""
-
-
-class NoCandidateLeft(FatalError):
-    """Every fitting candidate refused or failed; ``attempts`` says how."""
-
-    def __init__(self, message: str, attempts: list[ProvisionAttempt]) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-
-
-def _outcome(exc: ExitplanError) -> str:
-    if isinstance(exc, ProviderRefused):
-        return exc.reason
-    if isinstance(exc, NoCapacity):
-        return "no_capacity"
-    if isinstance(exc, HostKeyMismatch | UnknownHostKey):
-        return "host_key"
-    if isinstance(exc, HostAuthFailed):
-        return "login_key"
-    if isinstance(exc, HostUnreachable):
-        return "host_down"
-    return type(exc).__name__
-
-
-def choose_and_provision(
-    report: ProbeReport,
-    providers: Mapping[str, ComputeProvider],
-    *,
-    name: str,
-    authorized_key: str,
-    key_file: Path | None,
-    deadline: datetime,
-    clock: Clock,
-) -> tuple[ProbeResult, ReadyHost, list[ProvisionAttempt]]:
-    """Provision the best fitting candidate, falling back down the ranking.
-
-    For each fitting row, best first: ``provision`` (with the size, region
-    or pool host the probe chose), then ``wait_ready`` until ``deadline``.
-    A refusal (auth, locked, no capacity), a host that does not come up or
-    presents another host key is recorded as an attempt, the node (if one
-    was created) is destroyed, and the next row is tried. Returns the row,
-    the ready host and every attempt; raises ``NoCandidateLeft`` (with the
-    attempts) when none is left. Not retry-safe as a whole: the winner's
-    node exists afterwards, and the caller owns destroying it.
-    """
-    attempts: list[ProvisionAttempt] = []
-    for row in report.fitting:
-        provider = providers.get(row.candidate)
-        if provider is None:
-            attempts.append(ProvisionAttempt(row.candidate, row.target, "missing", "no provider"))
-            continue
-        spec = ProvisionSpec(
-            name=name,
-            authorized_key=authorized_key,
-            key_file=key_file,
-            size=row.size,
-            location=row.location,
-            host_id=row.host_id,
-        )
-        try:
-            node = provider.provision(spec)
-        except ExitplanError as exc:
-            attempts.append(ProvisionAttempt(row.candidate, row.target, _outcome(exc), str(exc)))
-            continue
-        try:
-            ready = provider.wait_ready(node, deadline, clock)
-        except ExitplanError as exc:
-            attempts.append(ProvisionAttempt(row.candidate, row.target, _outcome(exc), str(exc)))
-            with contextlib.suppress(ExitplanError):
-                provider.destroy(node)
-            continue
-        attempts.append(ProvisionAttempt(row.candidate, row.target, "ready"))
-        return row, ready, attempts
-    tried = "; ".join(f"{a.candidate} ({a.target}): {a.outcome}" for a in attempts) or "none fit"
-    raise NoCandidateLeft(
-        f"no candidate could be provisioned: {tried}; see the probe report", attempts
-    )

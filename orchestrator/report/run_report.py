@@ -82,8 +82,14 @@ def build_report(
             {"destination": d, "key": k, "error": e} for d, k, e in journal.failed_items(run_id)
         ],
         "steps": [
-            {"name": n, "status": s, "started_at": a, "finished_at": f, "detail": d}
-            for n, s, a, f, d in journal.steps(run_id)
+            {
+                "name": step.step,
+                "status": step.status,
+                "started_at": step.started_at.isoformat(),
+                "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+                "detail": step.detail,
+            }
+            for step in journal.steps(run_id)
         ],
         "next": seams,
     }

@@ -1,107 +1,165 @@
-"""The whole path: inventory -> plan -> export -> (probe -> replay -> verify) -> report.
+"""The commands as lists of steps, and what the CLI asks of a run: start, resume, plan,
+status, rollback.
 
-``run_migration`` is what ``exitplan migrate`` and ``exitplan resume`` call.
-Each step is journaled; an interrupted run is carried on by calling it again
-with the same run id, and verified items are never copied again. Probing
-hosts and replaying playbooks plug in at the seams named in ``SEAMS``.
+``migrate`` = plan, then two lanes side by side (inventory -> probe -> place,
+and export -> manifest), then the steps that need both (replay, verify,
+cutover, as their issues land). ``export`` = plan -> export -> manifest.
+The run is recorded in the journal before anything slow starts (opening the
+source, seeding the sandbox), so ``exitplan resume`` can carry on whenever a
+kill comes. Every setting a run was started with is recorded, and resume
+restores all of them (a flag given to resume overrides the one recorded).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.config import Config
+from orchestrator.config import Config, default_sandbox_config, load_config
 from orchestrator.errors import Cancelled, ConfigError
-from orchestrator.events import EventBus, RunWarning, StepFinished, StepStarted
-from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
-from orchestrator.export.manifest import publish_manifest
-from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
-from orchestrator.inventory import Fact, InventorySummary, collect_inventory, fact_to_json
-from orchestrator.inventory import summarize_inventory as summary_of
-from orchestrator.placement.probe import (
-    EC2_INSTANCE_TYPES,
-    NoCandidateLeft,
-    Requirements,
-    choose_and_provision,
-    compute_providers_from_config,
-    probe_candidates,
-    requirements_from_inventory,
-)
-from orchestrator.plan.priorities import Prioritizer, Rule
+from orchestrator.events import EventBus
+from orchestrator.export.exporters.base import exporter_kinds
+from orchestrator.export.steps import ExportStep, ManifestStep, PlanStep
+from orchestrator.export.transfer import Destination
+from orchestrator.placement.steps import InventoryStep, PlaceStep, ProbeStep
 from orchestrator.report.run_report import build_report, write_report_json
-from orchestrator.run.journal import Journal
-from orchestrator.run.progress import RunProgress
+from orchestrator.run.cancel import CancelReason, CancelToken
+from orchestrator.run.deadline import Deadline
+from orchestrator.run.journal import Journal, RunRecord
+from orchestrator.run.progress import forecast
+from orchestrator.run.serde import from_json, to_json
+from orchestrator.run.steps import Parallel, Plan, RunContext, Runner, StepPreview, flatten
+from orchestrator.run.undo import UndoContext, UndoOutcome, owner_alive, rollback
+from orchestrator.run.watchdog import Watchdog
 from providers.aws import AwsAccount
 from providers.interfaces.object_store import ObjectStore
 from providers.registry import get_provider_spec, load_provider_class
 
 log = logging.getLogger(__name__)
 
-#: Later steps of the path, not yet wired to this command: (step, why skipped).
-SEAMS = {
-    "replay": "no playbook replayed yet: the service is not brought up by this run",
-    "verify-target": "no target to verify until a playbook has been replayed",
-}
-#: How long the probe may take, all candidates together.
-PROBE_BUDGET_S = 120.0
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_DEADLINE_MISSED = 3
+EXIT_INTERRUPTED = 130
+
+#: Undo kinds of processes exitplan starts; the next run stops those a dead run left.
+PROCESS_UNDO_KINDS = frozenset({"process"})
+
+SANDBOX_IDENTITY = "sandbox-identity.age"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run was asked to do; recorded in the journal so ``resume`` does the same."""
+
+    command: str  # migrate | export
+    #: The config file, or None for the built-in sandbox rooted at ``sandbox_base``.
+    config_file: str | None
+    sandbox_base: str | None
+    workspace: str
+    deadline: datetime | None
+    safety_margin_s: float
+    kinds: tuple[str, ...] | None
+    concurrency: int
+    bwlimit: int | None
+
+    @property
+    def deadline_value(self) -> Deadline | None:
+        if self.deadline is None:
+            return None
+        return Deadline(self.deadline, timedelta(seconds=self.safety_margin_s))
+
+
+@dataclass(frozen=True)
+class SettingOverrides:
+    """Flags given to ``resume`` that replace what the run recorded."""
+
+    deadline: datetime | None = None
+    concurrency: int | None = None
+    bwlimit: int | None = None
+    kinds: tuple[str, ...] | None = None
 
 
 @dataclass
-class MigrationResult:
+class RunOutcome:
     run_id: str
-    status: str  # done | failed | cancelled | deadline-missed
+    status: str  # done | failed | deadline-missed | interrupted
     exit_code: int
     report: dict[str, Any]
     report_path: Path
 
 
-@dataclass
-class MigrationRequest:
-    config: Config
-    deadline: datetime | None
-    #: Set to carry on an earlier run instead of starting a new one.
-    resume_run_id: str | None = None
-    invocation: dict[str, Any] = field(default_factory=dict)
-    #: Only these kinds of resource (None: every kind).
-    kinds: tuple[str, ...] | None = None
-    #: ``exitplan export`` moves the data and stops there: no inventory of
-    #: the service, no probe of candidate hosts.
-    whole_path: bool = True
+# -- building a run ------------------------------------------------------------
 
 
-def workspace_journal(config: Config, clock: Clock | None = None) -> Journal:
-    return Journal(Path(config.workspace) / "journal.sqlite", clock=clock)
+def settings_for(
+    command: str,
+    config: Config,
+    *,
+    deadline: datetime | None,
+    kinds: tuple[str, ...] | None,
+    sandbox_base: Path | None = None,
+) -> RunSettings:
+    if kinds is not None:
+        check_kinds(kinds)
+    return RunSettings(
+        command=command,
+        config_file=str(config.source_file) if config.source_file else None,
+        sandbox_base=str(sandbox_base) if config.source_file is None and sandbox_base else None,
+        workspace=str(config.workspace),
+        deadline=deadline,
+        safety_margin_s=config.safety_margin.total_seconds(),
+        kinds=kinds,
+        concurrency=config.transfer.concurrency,
+        bwlimit=config.transfer.bwlimit,
+    )
 
 
-def run_dir(config: Config, run_id: str) -> Path:
-    return Path(config.workspace) / "runs" / run_id
+def check_kinds(kinds: tuple[str, ...]) -> None:
+    unknown = [k for k in kinds if k not in exporter_kinds()]
+    if unknown or not kinds:
+        raise ConfigError(
+            f"--only: unknown kind(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(exporter_kinds())}"
+        )
 
 
-@contextlib.contextmanager
-def open_source(config: Config, *, with_database: bool = False) -> Iterator[AwsAccount]:
-    """The source account: the in-process sandbox, or AWS (or a moto server) via boto3."""
+def plan_for(settings: RunSettings) -> Plan:
+    """The steps of a command, in order (see the module docstring)."""
+    plan_step = PlanStep(settings.kinds)
+    if settings.command == "export":
+        return [plan_step, ExportStep(), ManifestStep()]
+    return [
+        plan_step,
+        Parallel([InventoryStep(), ProbeStep(), PlaceStep()], [ExportStep(), ManifestStep()]),
+    ]
+
+
+def open_source(
+    config: Config, *, with_database: bool = False, checked: AwsAccount | None = None
+) -> contextlib.AbstractContextManager[AwsAccount]:
+    """The source account: the in-process sandbox, or AWS (or a moto server) via boto3.
+
+    ``checked`` is an account ``check_source`` already vouched for: it is used as is.
+    """
+    return _opened_source(config, with_database, checked)
+
+
+def check_source(config: Config) -> AwsAccount | None:
+    """Refuse missing or rejected credentials before anything is written (exit 2).
+
+    One cheap call (STS GetCallerIdentity); the sandbox needs none.
+    """
     aws = config.source.aws
     if aws.sandbox:
-        from orchestrator.sandbox.account import running_sandbox
-
-        # A real PostgreSQL stands behind the sandbox's RDS instance where
-        # the machine has one; without it the sandbox still runs.
-        with running_sandbox(postgres=with_database) as sandbox:
-            yield sandbox.account
-        return
+        return None
     account = AwsAccount(
         regions=aws.regions,
         profile=aws.profile,
@@ -110,6 +168,23 @@ def open_source(config: Config, *, with_database: bool = False) -> Iterator[AwsA
         direct_http=True,
     )
     account.check_credentials()
+    return account
+
+
+@contextlib.contextmanager
+def _opened_source(
+    config: Config, with_database: bool, checked: AwsAccount | None
+) -> Iterator[AwsAccount]:
+    if config.source.aws.sandbox:
+        from orchestrator.sandbox.account import running_sandbox
+
+        # A real PostgreSQL stands behind the sandbox's RDS instance where
+        # the machine has one; without it the sandbox still runs.
+        with running_sandbox(postgres=with_database) as sandbox:
+            yield sandbox.account
+        return
+    account = checked or check_source(config)
+    assert account is not None
     yield account
 
 
@@ -128,339 +203,353 @@ def open_destinations(config: Config) -> list[Destination]:
     return destinations
 
 
-def prioritizer_for(config: Config) -> Prioritizer:
-    return Prioritizer([Rule(rule.tier, dict(rule.match)) for rule in config.priorities])
+def workspace_journal(config: Config, clock: Clock | None = None) -> Journal:
+    return Journal(Path(config.workspace) / "journal.sqlite", clock=clock)
 
 
-def plan_summary(prioritizer: Prioritizer, kinds: list[str]) -> list[dict[str, Any]]:
-    return [
-        {"order": index + 1, "kind": kind, "first_tier_rank": prioritizer.kind_rank(kind)}
-        for index, kind in enumerate(prioritizer.order_kinds(kinds))
-    ]
+def existing_journal(config: Config, clock: Clock | None = None) -> Journal:
+    """The workspace's journal; ``ConfigError`` (nothing created) when there is none."""
+    path = Path(config.workspace) / "journal.sqlite"
+    if not path.is_file():
+        raise ConfigError(
+            f"no journal at {path}: run `exitplan migrate` first, or pass --workspace"
+        )
+    return Journal(path, clock=clock)
 
 
-def run_migration(
-    request: MigrationRequest,
-    *,
-    events: EventBus | None = None,
-    clock: Clock | None = None,
-    cancel: CancelToken | None = None,
-) -> MigrationResult:
-    """Run (or resume) the whole path and return its result and report."""
-    config = request.config
-    events = events or EventBus()
-    clock = clock or SystemClock()
-    cancel = cancel or CancelToken()
-    # The source is opened first: missing credentials or a bad profile must
-    # stop the run before anything is written.
-    wants_database = request.kinds is None or "rds" in request.kinds
-    with open_source(config, with_database=wants_database) as account:
-        destinations = open_destinations(config)
-        journal = workspace_journal(config, clock)
-        try:
-            if request.resume_run_id:
-                run_id = request.resume_run_id
-                journal.reopen_run(run_id)
-            else:
-                command = "migrate" if request.whole_path else "export"
-                run_id = journal.start_run(command, request.deadline, request.invocation)
-            directory = run_dir(config, run_id)
-            directory.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(directory / "exitplan.log")
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-            )
-            logging.getLogger().addHandler(handler)
-            try:
-                return _run(
-                    request,
-                    account,
-                    destinations,
-                    run_id,
-                    journal,
-                    events,
-                    clock,
-                    cancel,
-                    directory,
-                )
-            finally:
-                logging.getLogger().removeHandler(handler)
-                handler.close()
-        finally:
-            journal.close()
+def with_sandbox_recipient(config: Config) -> Config:
+    """The sandbox encrypts its secrets to a key of its own, kept in the workspace.
+
+    So a new user sees secrets exported the only way exitplan exports them,
+    encrypted, and can read them back with `exitplan secrets decrypt`.
+    """
+    from orchestrator.age import generate_identity, load_identity
+
+    path = Path(config.workspace) / SANDBOX_IDENTITY
+    if path.exists():
+        recipient = load_identity(path).recipients[0]
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recipient = generate_identity(path)
+    destinations = tuple(
+        replace(d, recipients=d.recipients or (recipient,)) for d in config.destinations
+    )
+    return replace(config, destinations=destinations)
 
 
-def _run(
-    request: MigrationRequest,
-    account: AwsAccount,
-    destinations: list[Destination],
+def _context(
+    config: Config,
+    settings: RunSettings,
     run_id: str,
     journal: Journal,
     events: EventBus,
     clock: Clock,
     cancel: CancelToken,
-    directory: Path,
-) -> MigrationResult:
-    config = request.config
-    prioritizer = prioritizer_for(config)
-    progress = RunProgress(
+    checked: AwsAccount | None,
+) -> RunContext:
+    wants_database = settings.kinds is None or "rds" in settings.kinds
+    return RunContext(
+        config=config,
         run_id=run_id,
         journal=journal,
         events=events,
         clock=clock,
-        deadline=request.deadline,
-        safety_margin=config.safety_margin,
-        on_deadline=lambda: cancel.cancel("the deadline passed"),
-    )
-    plan = plan_summary(prioritizer, list(request.kinds or exporter_kinds()))
-    context = ExportContext(
-        run_id=run_id,
-        scratch_dir=directory / "scratch",
-        recipients={d.name: d.recipients for d in config.destinations},
-        part_size=config.transfer.part_size,
-        sandbox=config.source.aws.sandbox,
-    )
-    failed_steps: list[str] = []
-    warnings: list[str] = []
-
-    def step(name: str) -> _Step:
-        return _Step(name, run_id, journal, events)
-
-    inventory: TakenInventory | None = None
-    if not request.whole_path:
-        journal.start_step(run_id, "inventory")
-        journal.finish_step(run_id, "inventory", "skipped", "exitplan export moves data only")
-    else:
-        with step("inventory") as s:
-            try:
-                inventory = take_inventory(account, directory / "inventory.jsonl")
-                found = inventory.summary.as_counts()
-                s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(found.items()))
-            except Exception as exc:  # the exporters list for themselves: carry on without it
-                log.exception("inventory failed")
-                s.status, s.detail = "failed", f"{type(exc).__name__}: {exc}"
-                events.emit(RunWarning(message=f"inventory failed, exporting anyway: {exc}"))
-    with step("plan") as s:
-        s.detail = " -> ".join(entry["kind"] for entry in plan)
-
-    engine = TransferEngine(
-        destinations=destinations,
-        journal=journal,
-        run_id=run_id,
-        events=events,
-        progress=progress,
-        settings=TransferSettings(
-            concurrency=config.transfer.concurrency, bwlimit=config.transfer.bwlimit
-        ),
         cancel=cancel,
+        deadline=settings.deadline_value,
+        directory=Path(config.workspace) / "runs" / run_id,
+        open_source=lambda: open_source(config, with_database=wants_database, checked=checked),
+        open_destinations=lambda: open_destinations(config),
     )
+
+
+# -- dry run -------------------------------------------------------------------
+
+
+def preview_run(
+    config: Config, settings: RunSettings, clock: Clock | None = None
+) -> list[StepPreview]:
+    """What the run would do, step by step; reads the config only and writes nothing."""
+    run = RunContext(
+        config=config,
+        run_id="(dry run)",
+        journal=None,  # type: ignore[arg-type]  # a preview never touches the journal
+        events=EventBus(),
+        clock=clock or SystemClock(),
+        cancel=CancelToken(),
+        deadline=settings.deadline_value,
+        directory=Path(config.workspace),
+    )
+    return Runner(run, plan_for(settings)).preview()
+
+
+# -- running -------------------------------------------------------------------
+
+
+def execute_run(
+    config: Config,
+    settings: RunSettings,
+    *,
+    events: EventBus | None = None,
+    clock: Clock | None = None,
+    cancel: CancelToken | None = None,
+    resume_run_id: str | None = None,
+) -> RunOutcome:
+    """Run (or carry on) a command's steps and write its report. Never raises for a
+    failed step: the outcome says how the run ended (exit codes as the README's)."""
+    events = events or EventBus()
+    clock = clock or SystemClock()
+    cancel = cancel or CancelToken()
+    checked = check_source(config)
+    journal = workspace_journal(config, clock)
     try:
-        for entry in plan:
-            kind = entry["kind"]
-            if cancel.is_set():
-                break
-            with step(f"export:{kind}") as s:
-                exporter = load_exporter(kind)(account, tier_of=prioritizer, context=context)
-                try:
-                    engine.export(exporter)
-                    for message in exporter.warnings():
-                        warnings.append(message)
-                        events.emit(RunWarning(message=message))
-                except Cancelled:
-                    s.status = "cancelled"
-                except Exception as exc:  # one kind failing must not stop the others
-                    log.exception("export of %s failed", kind)
-                    s.status = "failed"
-                    s.detail = f"{type(exc).__name__}: {exc}"
-                    failed_steps.append(kind)
-                    events.emit(RunWarning(message=f"export of {kind} failed: {exc}"))
+        journal.keep_backup()
+        if resume_run_id:
+            run_id = resume_run_id
+            journal.reopen_run(run_id, to_json(settings))
+        else:
+            run_id = journal.start_run(settings.command, settings.deadline, to_json(settings))
+        sweep_leftovers(journal, config, clock)
+        if config.source.aws.sandbox:
+            config = with_sandbox_recipient(config)
+        run = _context(config, settings, run_id, journal, events, clock, cancel, checked)
+        run.directory.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run.directory / "exitplan.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        watchdog = Watchdog(run.deadline, clock, cancel).start() if run.deadline else None
+        try:
+            runner = Runner(run, plan_for(settings))
+            with contextlib.suppress(Cancelled):
+                runner.execute()
+            return _finish(run, settings, runner)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            run.close()
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     finally:
-        engine.close()
+        journal.close()
 
-    with step("manifest") as s:
-        sizes = [publish_manifest(journal, d.name, d.store) for d in destinations]
-        s.detail = f"{len(sizes)} manifest(s), {sum(sizes)} bytes"
 
-    target: dict[str, Any] = {}
-    if not request.whole_path:
-        journal.start_step(run_id, "probe")
-        journal.finish_step(run_id, "probe", "skipped", "exitplan export moves data only")
-    elif not config.candidates:
-        journal.start_step(run_id, "probe")
-        journal.finish_step(run_id, "probe", "skipped", "no candidates in the config")
-    elif not cancel.is_set():
-        with step("probe") as s:
-            target = choose_target(config, inventory, request.deadline, clock, directory)
-            s.detail = target["summary"]
-            if not target.get("chosen"):
-                s.status = "failed"
-                failed_steps.append("probe")
-    for name, why in SEAMS.items():
-        journal.start_step(run_id, name)
-        journal.finish_step(run_id, name, "skipped", why)
-
-    finished = clock.now()
-    counts = journal.item_counts(run_id)
-    deadline_passed = request.deadline is not None and finished > request.deadline
-    if (cancel.is_set() and cancel.reason == "the deadline passed") or deadline_passed:
+def _finish(run: RunContext, settings: RunSettings, runner: Runner) -> RunOutcome:
+    finished = run.clock.now()
+    counts = run.journal.item_counts(run.run_id)
+    failed_steps = [r.step for r in runner.results.values() if r.status == "failed"]
+    deadline = run.deadline
+    if run.cancel.reason is CancelReason.DEADLINE or (
+        deadline is not None and finished > deadline.at
+    ):
         status, code = "deadline-missed", EXIT_DEADLINE_MISSED
-    elif cancel.is_set():
-        status, code = "cancelled", 130
-    elif counts["failed"] or failed_steps or counts["in-flight"]:
+    elif run.cancel.is_set():
+        status, code = "interrupted", EXIT_INTERRUPTED
+    elif failed_steps or counts["failed"] or counts["in-flight"]:
         status, code = "failed", EXIT_FAILED
     else:
         status, code = "done", EXIT_OK
-    journal.finish_run(run_id, status)
+    run.journal.finish_run(run.run_id, status)
+    destinations = []
+    with contextlib.suppress(Exception):  # a destination that never opened has nothing to show
+        destinations = [{"name": d.name, "where": d.store.describe()} for d in run.destinations()]
     report = build_report(
-        journal,
-        run_id,
+        run.journal,
+        run.run_id,
         finished_at=finished,
         status=status,
-        safety_margin=config.safety_margin,
-        destinations=[{"name": d.name, "where": d.store.describe()} for d in destinations],
-        plan=plan,
-        seams=SEAMS,
+        safety_margin=timedelta(seconds=settings.safety_margin_s),
+        destinations=destinations,
+        plan=[to_json(k) for k in getattr(run.outputs.get("plan"), "kinds", ())],
+        seams={},
     )
-    report["warnings"] = warnings
-    report["target"] = target
-    report_path = directory / "report.json"
-    write_report_json(report_path, report)
-    return MigrationResult(run_id, status, code, report, report_path)
-
-
-@dataclass
-class TakenInventory:
-    summary: InventorySummary
-    #: EC2 instances (few): the service's hosts, which size its new home.
-    instances: list[Fact]
-
-
-def take_inventory(account: AwsAccount, path: Path) -> TakenInventory:
-    """Stream the inventory to JSON Lines; keep the totals and the EC2 instances."""
-    instances: list[Fact] = []
-
-    def recorded() -> Iterator[Fact]:
-        with path.open("w", encoding="utf-8") as out:
-            for fact in collect_inventory(account):
-                out.write(json.dumps(fact_to_json(fact), sort_keys=True) + "\n")
-                if fact.kind == "ec2":
-                    instances.append(fact)
-                yield fact
-
-    return TakenInventory(summary_of(recorded()), instances)
-
-
-def service_requirements(inventory: TakenInventory | None) -> Requirements:
-    """What the new home needs: the largest known instance's size, its ports, the data."""
-    if inventory is None:
-        return Requirements()
-    known = [
-        fact
-        for fact in inventory.instances
-        if fact.attributes.get("instance_type") in EC2_INSTANCE_TYPES
+    report["exit_code"] = code
+    # What this invocation did with each step: a resumed run shows "reused" for the
+    # steps an earlier invocation finished (no second inventory, probe or server).
+    report["this_invocation"] = [
+        {"step": r.step, "status": r.status, "detail": r.detail} for r in runner.results.values()
     ]
-    largest = max(
-        known,
-        key=lambda fact: EC2_INSTANCE_TYPES[fact.attributes["instance_type"]],
-        default=None,
+    report["cancelled"] = run.cancel.describe() if run.cancel.is_set() else None
+    report["warnings"] = list(getattr(run.outputs.get("export"), "warnings", ()))
+    place = run.outputs.get("place")
+    report["placement"] = to_json(place.placement) if place is not None else None
+    probe = run.outputs.get("probe")
+    report["probe"] = (
+        {"fitting": len(probe.fitting), "results": len(probe.results)} if probe else None
     )
-    return requirements_from_inventory(inventory.summary, largest)
+    report["attempts"] = to_json(place.attempts) if place is not None else []
+    report["undo"] = [
+        {"kind": e.kind, "description": e.description, "state": e.state}
+        for e in run.journal.undo_entries(run.run_id, ("pending", "failed"))
+    ]
+    report_path = run.directory / "report.json"
+    write_report_json(report_path, report)
+    return RunOutcome(run.run_id, status, code, report, report_path)
 
 
-def choose_target(
-    config: Config,
-    inventory: TakenInventory | None,
-    deadline: datetime | None,
-    clock: Clock,
-    directory: Path,
-) -> dict[str, Any]:
-    """Probe every candidate, rank them, and take the best one that can be had.
-
-    A candidate that refuses when provisioned (locked account, no capacity,
-    a host that does not come up) is recorded and the next one is tried.
-    The probe report is written beside the run's report.
-    """
-    providers = compute_providers_from_config(config.candidates)
-    requirements = service_requirements(inventory)
-    public_key, key_file = login_key()
-    report = probe_candidates(
-        list(providers.values()), requirements, budget_s=PROBE_BUDGET_S, clock=clock
-    )
-    (directory / "probe.json").write_text(report.to_json() + "\n", encoding="utf-8")
-    ranking = json.loads(report.to_json())
-    result: dict[str, Any] = {"probe": ranking, "attempts": [], "chosen": None}
+def sweep_leftovers(journal: Journal, config: Config, clock: Clock) -> list[UndoOutcome]:
+    """Stop processes that a killed earlier run started and left running (their owner is gone)."""
+    outcomes: list[UndoOutcome] = []
+    context = UndoContext(config, clock)
     try:
-        row, ready, attempts = choose_and_provision(
-            report,
-            providers,
-            name=f"exitplan-{directory.name.lower()}",
-            authorized_key=public_key,
-            key_file=key_file,
-            deadline=deadline or clock.now() + timedelta(hours=1),
-            clock=clock,
-        )
-    except NoCandidateLeft as exc:
-        result["attempts"] = [asdict(a) for a in exc.attempts]
-        result["summary"] = f"no candidate could be had: {exc}"
-        return result
-    result["attempts"] = [asdict(a) for a in attempts]
-    result["chosen"] = {
-        "candidate": row.candidate,
-        "target": row.target,
-        "address": ready.address,
-        "port": ready.port,
-        "transport": ready.transport,
-    }
-    fallbacks = len(attempts) - 1
-    result["summary"] = f"{row.candidate} ({row.target})" + (
-        f" after {fallbacks} refusal(s)" if fallbacks else ""
-    )
-    return result
+        for run_id in journal.runs_with_pending_undo():
+            for entry in journal.undo_entries(run_id, ("pending", "failed")):
+                if entry.kind in PROCESS_UNDO_KINDS and not owner_alive(entry.resource):
+                    outcomes.extend(
+                        rollback(journal, run_id, context, kinds=frozenset({entry.kind}))
+                    )
+                    break
+    finally:
+        context.close()
+    return outcomes
 
 
-def login_key() -> tuple[str, Path | None]:
-    """The key exitplan logs in to new servers with: (public line, private key file).
+# -- resume --------------------------------------------------------------------
 
-    ``$EXITPLAN_SSH_KEY_FILE`` names the private key (its ``.pub`` beside it);
-    otherwise the first of ``~/.ssh/id_ed25519``, ``id_ecdsa``, ``id_rsa``
-    with a ``.pub``; otherwise none, and only pre-arranged hosts can be used.
-    """
-    named = os.environ.get("EXITPLAN_SSH_KEY_FILE")
-    candidates = (
-        [Path(named)]
-        if named
-        else [Path.home() / ".ssh" / n for n in ("id_ed25519", "id_ecdsa", "id_rsa")]
-    )
-    for private in candidates:
-        public = private.with_name(private.name + ".pub")
-        if private.is_file() and public.is_file():
-            return public.read_text(encoding="utf-8").strip(), private
-    if named:
+
+def recorded_run(journal: Journal, run_id: str | None) -> RunRecord:
+    run = journal.get_run(run_id)
+    if run is None:
         raise ConfigError(
-            f"EXITPLAN_SSH_KEY_FILE={named}: needs the private key and {named}.pub beside it"
+            f"no run {run_id!r} in {journal.path}" if run_id else f"no runs in {journal.path}"
         )
-    return "", None
+    return run
 
 
-class _Step:
-    """Journals and announces one step; the body may set ``status`` and ``detail``."""
+def recorded_settings(run: RunRecord) -> RunSettings:
+    try:
+        return from_json(RunSettings, run.invocation)
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(
+            f"run {run.id} was started by an older exitplan whose settings this one cannot "
+            "read; start a new run (verified objects are not copied again)"
+        ) from None
 
-    def __init__(self, name: str, run_id: str, journal: Journal, events: EventBus) -> None:
-        self.name = name
-        self.run_id = run_id
-        self.journal = journal
-        self.events = events
-        self.status = "done"
-        self.detail = ""
 
-    def __enter__(self) -> _Step:
-        self.journal.start_step(self.run_id, self.name)
-        self.events.emit(StepStarted(step=self.name))
-        return self
+def config_for(settings: RunSettings) -> Config:
+    """The config a recorded run used: its file again, or the sandbox at the same place."""
+    if settings.config_file:
+        config = load_config(Path(settings.config_file))
+    else:
+        config = default_sandbox_config(Path(settings.sandbox_base or Path.cwd()))
+    transfer = replace(config.transfer, concurrency=settings.concurrency, bwlimit=settings.bwlimit)
+    return replace(
+        config,
+        workspace=Path(settings.workspace),
+        transfer=transfer,
+        safety_margin=timedelta(seconds=settings.safety_margin_s),
+    )
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc is not None:
-            self.status = "cancelled" if isinstance(exc, Cancelled) else "failed"
-            self.detail = self.detail or f"{type(exc).__name__}: {exc}"
-        self.journal.finish_step(self.run_id, self.name, self.status, self.detail)
-        self.events.emit(StepFinished(step=self.name, status=self.status, detail=self.detail))
+
+def resumed(run: RunRecord, overrides: SettingOverrides) -> tuple[Config, RunSettings]:
+    """The recorded settings with ``overrides`` applied, and the config to run them with."""
+    settings = recorded_settings(run)
+    changes: dict[str, Any] = {}
+    if overrides.deadline is not None:
+        changes["deadline"] = overrides.deadline
+    if overrides.concurrency is not None:
+        changes["concurrency"] = overrides.concurrency
+    if overrides.bwlimit is not None:
+        changes["bwlimit"] = overrides.bwlimit
+    if overrides.kinds is not None:
+        check_kinds(overrides.kinds)
+        changes["kinds"] = overrides.kinds
+    settings = replace(settings, **changes)
+    return config_for(settings), settings
+
+
+# -- status ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusView:
+    run: RunRecord
+    settings: RunSettings | None
+    items: dict[str, int]
+    kinds: list[Any]
+    steps: list[Any]
+    undo_pending: int
+    #: For a run still going: the projection; for a finished one: None.
+    projected_finish: datetime | None
+    will_make_it: bool | None
+    bytes_per_second: float
+    remaining_bytes: int
+    #: For a finished run: the margin it kept before the deadline (negative: missed).
+    margin_kept: timedelta | None
+
+
+def run_status(journal: Journal, run_id: str | None, clock: Clock) -> StatusView:
+    run = recorded_run(journal, run_id)
+    settings = None
+    with contextlib.suppress(ConfigError):
+        settings = recorded_settings(run)
+    deadline = (
+        settings.deadline_value if settings else (Deadline(run.deadline) if run.deadline else None)
+    )
+    kinds = journal.progress(run.id)
+    end = run.finished_at or clock.now()
+    outlook = forecast(
+        remaining_bytes=sum(k.remaining_bytes for k in kinds),
+        copied_bytes=sum(k.copied_bytes for k in kinds),
+        elapsed_s=(end - run.started_at).total_seconds(),
+        now=clock.now(),
+        deadline=deadline,
+    )
+    finished = run.finished_at is not None and run.status != "running"
+    margin = deadline.at - run.finished_at if finished and deadline and run.finished_at else None
+    return StatusView(
+        run=run,
+        settings=settings,
+        items=journal.item_counts(run.id),
+        kinds=kinds,
+        steps=journal.steps(run.id),
+        undo_pending=len(journal.undo_entries(run.id, ("pending", "failed"))),
+        projected_finish=None if finished else outlook.projected_finish,
+        will_make_it=None if finished else outlook.will_make_it,
+        bytes_per_second=outlook.bytes_per_second,
+        remaining_bytes=outlook.remaining_bytes,
+        margin_kept=margin,
+    )
+
+
+# -- rollback --------------------------------------------------------------------
+
+
+def rollback_run(
+    journal: Journal, run_id: str | None, clock: Clock, *, config: Config | None = None
+) -> tuple[str, list[UndoOutcome]]:
+    """Undo what the run created outside its workspace, newest first."""
+    run = recorded_run(journal, run_id)
+    settings = recorded_settings(run)
+    config = config or config_for(settings)
+    context = UndoContext(config, clock, open_source=lambda: open_source(config))
+    try:
+        return run.id, rollback(journal, run.id, context)
+    finally:
+        context.close()
+
+
+# -- signals ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cancel_on_signals(
+    cancel: CancelToken, on_first: Callable[[CancelReason], None]
+) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel the run (journal kept, `resume` carries on); a second one quits."""
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        reason = CancelReason.INTERRUPTED if signum == signal.SIGINT else CancelReason.TERMINATED
+        on_first(reason)
+        cancel.cancel(reason)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def step_ids(settings: RunSettings) -> list[str]:
+    return [step.id for step in flatten(plan_for(settings))]

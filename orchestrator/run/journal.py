@@ -8,8 +8,14 @@ names the source object *and its version* (S3 version id and ETag), so a
 changed source object is copied again (and its row now speaks of the new
 version) while an unchanged one never is.
 
-Item states: planned -> in-flight -> copied -> verified, or failed. Only
-``verified`` means the bytes are at the destination, published and checked.
+Item states: in-flight -> verified, or failed. Only ``verified`` means the
+bytes are at the destination, published and checked.
+
+A run is a list of steps (see ``orchestrator.run.steps``): each keeps its
+inputs key and its typed output as JSON, so a resumed run reuses what a
+finished step found (the inventory, the chosen host) instead of doing it
+again. Whatever a step creates outside the workspace is written to the undo
+log the moment it exists; ``exitplan rollback`` runs that log in reverse.
 
 Writes from worker threads go through one connection under a lock, and are
 committed in small batches: a kill -9 loses at most the last batch of state
@@ -30,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
+from orchestrator.errors import FatalError
 
-SCHEMA_VERSION = 3
+#: 3: the first released layout. 4: steps keep inputs key and output; the
+#: undo log; replay steps and pending handlers per host.
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,12 +55,47 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id        TEXT NOT NULL REFERENCES runs(id),
-    name          TEXT NOT NULL,
+    name          TEXT NOT NULL,     -- the step's stable id
     status        TEXT NOT NULL,
     started_at    TEXT NOT NULL,
     finished_at   TEXT,
     detail        TEXT NOT NULL DEFAULT '',
+    inputs_key    TEXT,              -- hash of what the step depends on
+    output        TEXT,              -- JSON of the step's typed output, once done
     PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS undo (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id        TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    kind          TEXT NOT NULL,     -- which undo handler removes it
+    resource      TEXT NOT NULL,     -- JSON, secret-free: what the handler needs
+    description   TEXT NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'pending',   -- pending | undone | failed
+    created_at    TEXT NOT NULL,
+    undone_at     TEXT,
+    error         TEXT
+);
+CREATE INDEX IF NOT EXISTS undo_by_run ON undo (run_id, state);
+CREATE TABLE IF NOT EXISTS replay_steps (
+    run_id        TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    inputs_hash   TEXT NOT NULL,     -- hash of the step's rendered arguments
+    status        TEXT NOT NULL,     -- running | changed | ok | failed | skipped
+    output        TEXT,              -- JSON: what the step registered
+    error         TEXT,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    PRIMARY KEY (run_id, host, step)
+);
+CREATE TABLE IF NOT EXISTS replay_handlers (
+    run_id        TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    handler       TEXT NOT NULL,
+    notified_by   TEXT NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'pending',   -- pending | done
+    PRIMARY KEY (run_id, host, handler)
 );
 CREATE TABLE IF NOT EXISTS progress (
     run_id        TEXT NOT NULL REFERENCES runs(id),
@@ -96,7 +140,20 @@ CREATE TABLE IF NOT EXISTS parts (
 );
 """
 
-ITEM_STATES = ("planned", "in-flight", "copied", "verified", "failed")
+ITEM_STATES = ("in-flight", "verified", "failed")
+
+#: What each older layout needs to become this one. A journal newer than
+#: this code is refused: reading it with an older layout would misread it.
+_MIGRATIONS: dict[int, str] = {
+    3: """
+        ALTER TABLE steps ADD COLUMN inputs_key TEXT;
+        ALTER TABLE steps ADD COLUMN output TEXT;
+    """,
+}
+
+
+class JournalError(FatalError):
+    """The journal cannot be used: corrupt, or written by a newer exitplan."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +165,63 @@ class RunRecord:
     finished_at: datetime | None
     deadline: datetime | None
     invocation: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a run as the journal has it."""
+
+    step: str
+    status: str  # running | done | failed | skipped | cancelled
+    started_at: datetime
+    finished_at: datetime | None
+    detail: str
+    inputs_key: str
+    #: The step's output as JSON (None until it is done).
+    output: Any
+
+
+@dataclass(frozen=True)
+class UndoEntry:
+    """Something a run created outside its workspace, and how to remove it."""
+
+    id: int
+    run_id: str
+    step: str
+    kind: str
+    resource: Mapping[str, Any]
+    description: str
+    state: str  # pending | undone | failed
+    created_at: datetime
+    undone_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReplayStepRecord:
+    """One playbook step on one host."""
+
+    step: str
+    host: str
+    inputs_hash: str
+    status: str  # running | changed | ok | failed | skipped
+    output: Any
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def _replay_record(row: tuple[Any, ...]) -> ReplayStepRecord:
+    return ReplayStepRecord(
+        step=row[0],
+        host=row[1],
+        inputs_hash=row[2],
+        status=row[3],
+        output=None if row[4] is None else json.loads(row[4]),
+        error=row[5],
+        started_at=datetime.fromisoformat(row[6]),
+        finished_at=_parse(row[7]),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,19 +279,72 @@ class Journal:
         self._lock = threading.RLock()
         self._pending = 0
         self._first_pending_at = 0.0
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against a killed process (the WAL is in the OS
-        # cache); only a power cut can lose the last commits, and those items
-        # are copied again on resume.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a killed process (the WAL is in the OS
+            # cache); only a power cut can lose the last commits, and those items
+            # are copied again on resume.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._open_schema()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(self._unreadable(f"is not a readable journal ({exc})")) from None
         self._db.execute("BEGIN")
+
+    @property
+    def backup_path(self) -> Path:
+        """The copy taken before each run: the last good state if this file is damaged."""
+        return self.path.with_name(self.path.name + ".bak")
+
+    def _unreadable(self, what: str) -> str:
+        if self.backup_path.exists():
+            fix = (
+                f"the last good copy, taken before the latest run, is {self.backup_path}: "
+                f"move {self.path.name} aside and copy that file to {self.path.name}, then "
+                "`exitplan resume`"
+            )
+        else:
+            fix = f"move {self.path.name} aside to start over (objects already saved are checked again, not lost)"
+        return f"journal {self.path} {what}; {fix}"
+
+    def _open_schema(self) -> None:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        version = None
+        if has_meta:
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else None
+        if version is not None and version > SCHEMA_VERSION:
+            raise JournalError(
+                self._unreadable(
+                    f"was written by a newer exitplan (layout {version}, this one reads up to "
+                    f"{SCHEMA_VERSION})"
+                ).replace("move", "upgrade exitplan, or move", 1)
+            )
+        if version is not None and version < min(_MIGRATIONS, default=SCHEMA_VERSION):
+            raise JournalError(self._unreadable(f"has layout {version}, too old to carry on"))
+        # One transaction: a kill half-way through a migration leaves the old layout.
+        migrations = "".join(
+            _MIGRATIONS[old] for old in range(version or SCHEMA_VERSION, SCHEMA_VERSION)
+        )
+        self._db.executescript(
+            f"BEGIN; {migrations} {_SCHEMA} INSERT OR REPLACE INTO meta (key, value)"  # noqa: S608 - constants of this module only
+            f" VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+        )
+
+    def keep_backup(self) -> None:
+        """Copy the journal aside (consistently, while open): taken before each run."""
+        with self._lock:
+            self._commit()
+            target = sqlite3.connect(self.backup_path)
+            try:
+                self._db.execute("COMMIT")
+                self._db.backup(target)
+            finally:
+                target.close()
+                self._db.execute("BEGIN")
 
     # -- plumbing ----------------------------------------------------------
 
@@ -235,8 +402,16 @@ class Journal:
         self.flush()
         return run_id
 
-    def reopen_run(self, run_id: str) -> None:
-        self._write("UPDATE runs SET status='running', finished_at=NULL WHERE id=?", (run_id,))
+    def reopen_run(self, run_id: str, invocation: Mapping[str, Any] | None = None) -> None:
+        """Mark a run running again, with the settings it now runs with."""
+        if invocation is None:
+            self._write("UPDATE runs SET status='running', finished_at=NULL WHERE id=?", (run_id,))
+        else:
+            self._write(
+                "UPDATE runs SET status='running', finished_at=NULL, invocation=?, deadline=?"
+                " WHERE id=?",
+                (json.dumps(invocation), invocation.get("deadline"), run_id),
+            )
         self.flush()
 
     def finish_run(self, run_id: str, status: str) -> None:
@@ -266,31 +441,207 @@ class Journal:
             invocation=json.loads(row[6]),
         )
 
-    def start_step(self, run_id: str, name: str) -> None:
+    def start_step(self, run_id: str, step: str, inputs_key: str = "") -> None:
+        """The step is running (again); its earlier output, if any, no longer counts."""
         self._write(
-            "INSERT INTO steps (run_id, name, status, started_at) VALUES (?, ?, 'running', ?)"
-            " ON CONFLICT (run_id, name) DO UPDATE SET status='running', finished_at=NULL",
-            (run_id, name, self._now()),
+            "INSERT INTO steps (run_id, name, status, started_at, inputs_key)"
+            " VALUES (?, ?, 'running', ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET"
+            " status='running', started_at=excluded.started_at, finished_at=NULL,"
+            " inputs_key=excluded.inputs_key, output=NULL, detail=''",
+            (run_id, step, self._now(), inputs_key),
         )
         self.flush()
 
-    def finish_step(self, run_id: str, name: str, status: str, detail: str = "") -> None:
+    def finish_step(
+        self, run_id: str, step: str, status: str, detail: str = "", output: Any = None
+    ) -> None:
+        """Record how the step ended and its JSON-able ``output`` (kept for resume)."""
         self._write(
-            "UPDATE steps SET status=?, finished_at=?, detail=? WHERE run_id=? AND name=?",
-            (status, self._now(), detail, run_id, name),
+            "UPDATE steps SET status=?, finished_at=?, detail=?, output=?"
+            " WHERE run_id=? AND name=?",
+            (
+                status,
+                self._now(),
+                detail,
+                None if output is None else json.dumps(output, sort_keys=True),
+                run_id,
+                step,
+            ),
         )
         self.flush()
 
-    def steps(self, run_id: str) -> list[tuple[str, str, str, str | None, str]]:
-        """(name, status, started_at, finished_at, detail) in the order they started."""
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's steps in the order they (last) started."""
         with self._lock:
-            return list(
-                self._db.execute(
-                    "SELECT name, status, started_at, finished_at, detail FROM steps"
-                    " WHERE run_id=? ORDER BY started_at, rowid",
-                    (run_id,),
-                )
+            rows = self._db.execute(
+                "SELECT name, status, started_at, finished_at, detail, inputs_key, output"
+                " FROM steps WHERE run_id=? ORDER BY started_at, rowid",
+                (run_id,),
+            ).fetchall()
+        return [
+            StepRecord(
+                step=r[0],
+                status=r[1],
+                started_at=datetime.fromisoformat(r[2]),
+                finished_at=_parse(r[3]),
+                detail=r[4],
+                inputs_key=r[5] or "",
+                output=None if r[6] is None else json.loads(r[6]),
             )
+            for r in rows
+        ]
+
+    def step(self, run_id: str, step: str) -> StepRecord | None:
+        return next((record for record in self.steps(run_id) if record.step == step), None)
+
+    # -- the undo log ------------------------------------------------------
+
+    def record_undo(
+        self, run_id: str, step: str, kind: str, resource: Mapping[str, Any], description: str
+    ) -> int:
+        """Write down how to remove something just created; durable before this returns."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO undo (run_id, step, kind, resource, description, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    step,
+                    kind,
+                    json.dumps(resource, sort_keys=True),
+                    description,
+                    self._now(),
+                ),
+            )
+            self._commit()
+            return int(cursor.lastrowid or 0)
+
+    def undo_entries(self, run_id: str, states: tuple[str, ...] = ("pending",)) -> list[UndoEntry]:
+        """The run's undo entries in these states, newest first (the order to undo in)."""
+        marks = ",".join("?" for _ in states)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, run_id, step, kind, resource, description, state, created_at,"  # noqa: S608 - only "?" placeholders are formatted in
+                f" undone_at, error FROM undo WHERE run_id=? AND state IN ({marks})"
+                " ORDER BY id DESC",
+                (run_id, *states),
+            ).fetchall()
+        return [
+            UndoEntry(
+                id=r[0],
+                run_id=r[1],
+                step=r[2],
+                kind=r[3],
+                resource=json.loads(r[4]),
+                description=r[5],
+                state=r[6],
+                created_at=datetime.fromisoformat(r[7]),
+                undone_at=_parse(r[8]),
+                error=r[9],
+            )
+            for r in rows
+        ]
+
+    def settle_undo(self, entry_id: int, state: str, error: str | None = None) -> None:
+        """Mark an undo entry ``undone`` (or ``failed``, with the secret-free error)."""
+        self._write(
+            "UPDATE undo SET state=?, undone_at=?, error=? WHERE id=?",
+            (state, self._now(), error, entry_id),
+            durable=True,
+        )
+
+    def runs_with_pending_undo(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT run_id FROM undo WHERE state IN ('pending', 'failed')"
+                " ORDER BY run_id"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- replay steps, per host ----------------------------------------------
+
+    def replay_step(self, run_id: str, host: str, step: str) -> ReplayStepRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT step, host, inputs_hash, status, output, error, started_at, finished_at"
+                " FROM replay_steps WHERE run_id=? AND host=? AND step=?",
+                (run_id, host, step),
+            ).fetchone()
+        return None if row is None else _replay_record(row)
+
+    def replay_steps(self, run_id: str, host: str | None = None) -> list[ReplayStepRecord]:
+        sql = (
+            "SELECT step, host, inputs_hash, status, output, error, started_at, finished_at"
+            " FROM replay_steps WHERE run_id=?"
+        )
+        params: tuple[Any, ...] = (run_id,)
+        if host is not None:
+            sql += " AND host=?"
+            params += (host,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY started_at, rowid", params).fetchall()
+        return [_replay_record(row) for row in rows]
+
+    def start_replay_step(self, run_id: str, host: str, step: str, inputs_hash: str) -> None:
+        self._write(
+            "INSERT INTO replay_steps (run_id, host, step, inputs_hash, status, started_at)"
+            " VALUES (?, ?, ?, ?, 'running', ?) ON CONFLICT (run_id, host, step) DO UPDATE SET"
+            " inputs_hash=excluded.inputs_hash, status='running', output=NULL, error=NULL,"
+            " started_at=excluded.started_at, finished_at=NULL",
+            (run_id, host, step, inputs_hash, self._now()),
+            durable=True,
+        )
+
+    def finish_replay_step(
+        self,
+        run_id: str,
+        host: str,
+        step: str,
+        status: str,
+        output: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a replay step's end; durable before this returns."""
+        self._write(
+            "UPDATE replay_steps SET status=?, output=?, error=?, finished_at=?"
+            " WHERE run_id=? AND host=? AND step=?",
+            (
+                status,
+                None if output is None else json.dumps(output, sort_keys=True),
+                error,
+                self._now(),
+                run_id,
+                host,
+                step,
+            ),
+            durable=True,
+        )
+
+    def notify_handler(self, run_id: str, host: str, handler: str, notified_by: str) -> None:
+        """A handler is owed a run; durable, and written before the notifying step is done."""
+        self._write(
+            "INSERT INTO replay_handlers (run_id, host, handler, notified_by) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (run_id, host, handler) DO UPDATE SET state='pending',"
+            " notified_by=excluded.notified_by",
+            (run_id, host, handler, notified_by),
+            durable=True,
+        )
+
+    def pending_handlers(self, run_id: str, host: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT handler FROM replay_handlers WHERE run_id=? AND host=? AND state='pending'"
+                " ORDER BY rowid",
+                (run_id, host),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def handler_done(self, run_id: str, host: str, handler: str) -> None:
+        self._write(
+            "UPDATE replay_handlers SET state='done' WHERE run_id=? AND host=? AND handler=?",
+            (run_id, host, handler),
+            durable=True,
+        )
 
     # -- progress ----------------------------------------------------------
 

@@ -9,12 +9,12 @@ measured throughput, projected finish, and whether that beats the deadline.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from orchestrator.clock import Clock
 from orchestrator.events import EventBus, ExportPlanned, Projection
+from orchestrator.run.deadline import Deadline
 from orchestrator.run.journal import Journal, KindProgress
 
 _TICK_SECONDS = 0.5
@@ -34,8 +34,7 @@ def forecast(
     copied_bytes: int,
     elapsed_s: float,
     now: datetime,
-    deadline: datetime | None,
-    safety_margin: timedelta = timedelta(0),
+    deadline: Deadline | None,
 ) -> Forecast:
     """Project the finish from the throughput measured so far.
 
@@ -51,7 +50,7 @@ def forecast(
         finish = None
     verdict = None
     if deadline is not None and finish is not None:
-        verdict = finish <= deadline - safety_margin
+        verdict = deadline.will_make_it(finish)
     return Forecast(remaining_bytes, rate, finish, verdict)
 
 
@@ -65,17 +64,13 @@ class RunProgress:
         journal: Journal,
         events: EventBus,
         clock: Clock,
-        deadline: datetime | None,
-        safety_margin: timedelta = timedelta(0),
-        on_deadline: Callable[[], None] | None = None,
+        deadline: Deadline | None,
     ) -> None:
         self.run_id = run_id
-        self.on_deadline = on_deadline
         self.journal = journal
         self.events = events
         self.clock = clock
         self.deadline = deadline
-        self.safety_margin = safety_margin
         self._lock = threading.Lock()
         self._kinds: dict[str, KindProgress] = {}
         self._started = clock.monotonic()
@@ -131,7 +126,6 @@ class RunProgress:
             elapsed_s=self.clock.monotonic() - self._started,
             now=self.clock.now(),
             deadline=self.deadline,
-            safety_margin=self.safety_margin,
         )
 
     def tick(self, force: bool = False) -> None:
@@ -144,15 +138,13 @@ class RunProgress:
             kinds = list(self._kinds.values())
         for kind in kinds:
             self.journal.save_progress(self.run_id, kind)
-        if self.deadline is not None and self.on_deadline and self.clock.now() >= self.deadline:
-            self.on_deadline()
         outlook = self.current_forecast()
         self.events.emit(
             Projection(
                 remaining_bytes=outlook.remaining_bytes,
                 bytes_per_second=outlook.bytes_per_second,
                 projected_finish=outlook.projected_finish,
-                deadline=self.deadline,
+                deadline=self.deadline.at if self.deadline else None,
                 will_make_it=outlook.will_make_it,
             )
         )

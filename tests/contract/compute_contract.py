@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.clock import SystemClock
 from orchestrator.errors import ExitplanError
+from providers.compute import open_host
 from providers.interfaces.compute import (
     AccountStatus,
     ComputeProvider,
@@ -23,11 +24,10 @@ from providers.interfaces.compute import (
     ProvisionSpec,
     ReadyHost,
 )
-from providers.ssh import SshHost
 from tests.support.sshd import KeyPair
 
 KNOWN_CAPABILITIES = frozenset(
-    {"sizes", "locations", "account", "quota", "pre_arranged", "destroys"}
+    {"sizes", "locations", "account", "quota", "pre_arranged", "destroys", "local"}
 )
 READY_WITHIN = timedelta(seconds=20)
 
@@ -103,18 +103,17 @@ class ComputeContract:
         node = provider.provision(spec)
         try:
             assert time.monotonic() - started < 5
-            assert node.host_key  # pinned before the first connection
+            local = "local" in provider.capabilities
+            # Pinned before the first connection (this machine needs no connection).
+            assert node.host_key or local
             clock = SystemClock()
             ready = provider.wait_ready(node, clock.now() + READY_WITHIN, clock)
             assert isinstance(ready, ReadyHost)
-            assert ready.host_key == node.host_key and ready.node_id == node.id
-            with SshHost(
-                ready.address,
-                ready.port,
-                user=ready.user,
-                host_key=ready.host_key,
-                key_file=ready.key_file,
-            ) as host:
+            assert ready.node_id == node.id
+            assert ready.transport == ("local" if local else "ssh")
+            if not local:
+                assert ready.host_key == node.host_key
+            with open_host(ready) as host:
                 assert host.run(["echo", "ok"], timeout=10).check().stdout == b"ok\n"
         finally:
             provider.destroy(node)

@@ -140,6 +140,8 @@ def test_sigkill_during_export_then_resume_copies_nothing_verified_again(tmp_pat
         proc.wait()
     at_kill = verified_count(journal)
     assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+        done_at_kill = {row[0] for row in db.execute("SELECT name FROM steps WHERE status='done'")}
 
     resumed = exitplan(tmp_path, "resume", "--output", "json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -151,3 +153,28 @@ def test_sigkill_during_export_then_resume_copies_nothing_verified_again(tmp_pat
     assert s3["already_verified_items"] + s3["copied_this_run_items"] == s3["listed_items"]
     assert s3["copied_this_run_items"] < s3["listed_items"]
     assert_sandbox_copied_byte_identical(tmp_path / "exitplan-sandbox")
+    # Steps the killed run finished are reused, not run again: no second inventory or probe.
+    this_time = {r["step"]: r["status"] for r in report["this_invocation"]}
+    for step in done_at_kill:
+        assert this_time[step] == "reused", (step, this_time)
+    assert this_time["export"] == "done"
+
+
+def test_the_deadline_stops_migrate_with_exit_3_and_a_report_of_what_was_left(tmp_path):
+    # 70 MiB of S3 at 256 KiB/s needs over four minutes; the deadline is a minute away.
+    # Route53 is critical and first: it is saved; S3 is cut off where the deadline fell.
+    result = exitplan(
+        tmp_path, "migrate", "--deadline", "+60s", "--only", "route53,s3", "--bwlimit", "256KiB"
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "MISSED" in result.stdout
+    report = json.loads(next((tmp_path / ".exitplan" / "runs").glob("*/report.json")).read_text())
+    assert report["status"] == "deadline-missed"
+    assert report["cancelled"] == "the deadline passed"
+    kinds = {k["kind"]: k for k in report["kinds"]}
+    assert kinds["route53"]["complete"]
+    assert not kinds["s3"]["complete"]
+    assert (
+        kinds["s3"]["saved_items"] < kinds["s3"]["listed_items"] or not kinds["s3"]["listed_items"]
+    )
+    assert {step["name"]: step["status"] for step in report["steps"]}["export"] == "cancelled"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,9 @@ from orchestrator.errors import Cancelled
 from orchestrator.events import EventBus
 from orchestrator.export.exporters.base import ExportContext, ExportItem, SourceStream
 from orchestrator.export.exporters.s3 import S3Exporter
-from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.export.transfer import Destination, TransferEngine, TransferSettings
 from orchestrator.plan.priorities import Prioritizer
+from orchestrator.run.cancel import CancelReason, CancelToken
 from orchestrator.run.journal import Journal
 from orchestrator.run.progress import RunProgress
 from providers.aws import AwsAccount
@@ -57,7 +58,7 @@ class CancellingExporter(S3Exporter):
             def __iter__(self) -> Iterator[bytes]:
                 for index, chunk in enumerate(inner):
                     if index == 6:
-                        token.cancel("interrupted (Ctrl-C)")
+                        token.cancel(CancelReason.INTERRUPTED)
                     yield chunk
 
             def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
@@ -105,24 +106,3 @@ def test_cancel_aborts_the_multipart_upload_and_leaves_the_item_in_flight(
     assert dest.list_objects_v2(Bucket="cancel-dest").get("KeyCount", 0) == 0
     assert journal.item_counts(run_id)["in-flight"] == 1
     assert journal.item_counts(run_id)["verified"] == 0
-
-
-def test_reaching_the_deadline_cancels_the_run(tmp_path: Path):
-    journal = Journal(tmp_path / "journal.sqlite")
-    run_id = journal.start_run("migrate", None, {})
-    clock = FrozenClock(datetime(2021, 1, 10, 23, 0, tzinfo=UTC))
-    token = CancelToken()
-    progress = RunProgress(
-        run_id=run_id,
-        journal=journal,
-        events=EventBus(),
-        clock=clock,
-        deadline=datetime(2021, 1, 10, 23, 59, tzinfo=UTC),
-        on_deadline=lambda: token.cancel("the deadline passed"),
-    )
-    progress.done("s3", 100)
-    progress.tick(force=True)
-    assert not token.is_set()
-    clock.advance(timedelta(hours=1))
-    progress.tick(force=True)
-    assert token.is_set() and token.reason == "the deadline passed"

@@ -13,13 +13,12 @@ import pytest
 from orchestrator.clock import SystemClock
 from orchestrator.placement.probe import (
     MIB,
-    NoCandidateLeft,
     ProbeReport,
     Requirements,
-    choose_and_provision,
     format_table,
     probe_candidates,
 )
+from orchestrator.placement.provision import NoCandidateLeft, choose_and_provision
 from providers.compute import LibcloudComputeProvider, SshPoolProvider
 from providers.interfaces.compute import ComputeProvider, Node, ProvisionSpec
 from providers.ssh import SshHost
@@ -172,7 +171,8 @@ def test_provisioning_falls_back_to_the_next_candidate(
     other_run = SshPoolProvider("colo", hosts=[good], state_file=tmp_path / "claims.json")
     other_run.provision(ProvisionSpec("someone-else"))
     clock = SystemClock()
-    row, ready, attempts = choose_and_provision(
+    recorded: list[str] = []
+    placement, attempts = choose_and_provision(
         report,
         {"colo": pool, "do": do},
         name="web",
@@ -180,12 +180,16 @@ def test_provisioning_falls_back_to_the_next_candidate(
         key_file=ssh_client_key.private,
         deadline=clock.now() + timedelta(seconds=20),
         clock=clock,
+        record_server=lambda candidate, target, node: recorded.append(node.id) or len(recorded),
+        settle_server=lambda undo_id: None,
     )
     assert [(a.candidate, a.outcome) for a in attempts] == [
         ("colo", "no_capacity"),
         ("do", "ready"),
     ]
-    assert row.candidate == "do"
+    assert placement.candidate == "do"
+    assert recorded == [placement.node_id]  # in the undo log before it was waited for
+    ready = placement.ready_host()
     with SshHost(
         ready.address, ready.port, user=ready.user, host_key=ready.host_key, key_file=ready.key_file
     ) as host:
@@ -210,6 +214,8 @@ def test_when_every_candidate_fails_the_attempts_say_why(
             key_file=ssh_client_key.private,
             deadline=clock.now() + timedelta(seconds=5),
             clock=clock,
+            record_server=lambda candidate, target, node: 1,
+            settle_server=lambda undo_id: None,
         )
     assert [(a.candidate, a.outcome) for a in none_left.value.attempts] == [("do", "no_capacity")]
     assert digitalocean.droplets == {}

@@ -138,6 +138,8 @@ class DigitalOceanStandIn:
     token: str
     ssh_port: int
     mode: Mode = "normal"
+    #: Cleared, new droplets stay "new" (no sshd) until it is set again.
+    boot_allowed: threading.Event = field(default_factory=threading.Event)
     droplet_limit: int = 10
     host: str = "127.0.0.1"
     port: int = 0
@@ -146,6 +148,9 @@ class DigitalOceanStandIn:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next_id: int = 3000001
     _server: ThreadingHTTPServer | None = None
+
+    def __post_init__(self) -> None:
+        self.boot_allowed.set()
 
     # -- data --------------------------------------------------------------
 
@@ -227,6 +232,8 @@ class DigitalOceanStandIn:
         return droplet
 
     def _boot(self, droplet: Droplet) -> None:
+        # A test holds boots back (``boot_allowed.clear()``) to act while a server is new.
+        self.boot_allowed.wait()
         cloud: dict[str, Any] = {}
         if droplet.user_data.startswith("#cloud-config"):
             cloud = yaml.safe_load(droplet.user_data) or {}

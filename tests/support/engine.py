@@ -7,7 +7,8 @@ from pathlib import Path
 from orchestrator.clock import SystemClock
 from orchestrator.events import EventBus, ItemFinished
 from orchestrator.export.exporters.base import Exporter
-from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
+from orchestrator.export.transfer import Destination, TransferEngine, TransferSettings
+from orchestrator.run.cancel import CancelToken
 from orchestrator.run.journal import Journal
 from orchestrator.run.progress import RunProgress
 from providers.storage import LocalObjectStore

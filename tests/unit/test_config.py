@@ -607,7 +607,7 @@ def test_option_not_declared_by_the_provider(tmp_path: Path) -> None:
     text = FULL.replace("size: s-4vcpu-8gb", "flavor: s-4vcpu-8gb")
     assert error_for(tmp_path, text) == (
         "FILE:26:74: candidates[1].flavor: unknown key for compute kind 'libcloud'; use one of: "
-        "name, kind, driver, key, secret, size, region, image, host, port, secure"
+        "name, kind, driver, key, secret, size, region, image, host, port, secure, ssh_port, ssh_user"
     )
 
 

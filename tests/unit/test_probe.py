@@ -14,18 +14,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.clock import Clock, FrozenClock
-from orchestrator.errors import ConfigError
+from orchestrator.errors import FatalError
 from orchestrator.inventory import Fact, summarize_inventory
 from orchestrator.placement.probe import (
     DATA_HEADROOM,
     GIB,
     OS_DISK_ALLOWANCE_BYTES,
-    NoCandidateLeft,
     Requirements,
-    choose_and_provision,
     format_table,
     probe_candidates,
     requirements_from_inventory,
+)
+from orchestrator.placement.provision import (
+    NoCandidateLeft,
+    ProvisionedServer,
+    choose_and_provision,
 )
 from providers.interfaces.compute import (
     AccountStatus,
@@ -122,6 +125,8 @@ def test_requirements_from_inventory_and_instance() -> None:
         "i-1",
         {
             "instance_type": "t3.medium",
+            "vcpus": 2,
+            "memory_mib": 4096,
             "security_groups": [
                 {
                     "id": "sg-1",
@@ -143,9 +148,24 @@ def test_requirements_from_inventory_and_instance() -> None:
     assert needs.ports == frozenset({443, 8000, 8001})
 
 
-def test_unknown_instance_type_says_what_to_do() -> None:
-    with pytest.raises(ConfigError, match="Requirements"):
+def test_an_instance_type_aws_does_not_describe_is_an_error_naming_it() -> None:
+    # The inventory leaves vcpus/memory out when DescribeInstanceTypes does not know the type;
+    # guessing "1 vCPU, 512 MiB" could pick a host the service does not fit.
+    with pytest.raises(FatalError, match=r"'x9\.mega'.*did not describe"):
         requirements_from_inventory(summarize_inventory([]), {"instance_type": "x9.mega"})
+
+
+def test_sizes_come_from_describe_instance_types_in_the_inventory(sandbox_account) -> None:
+    from orchestrator.inventory import collect_inventory
+
+    instances = [f for f in collect_inventory(sandbox_account) if f.kind == "ec2"]
+    assert instances
+    for fact in instances:
+        described = sandbox_account.client("ec2").describe_instance_types(
+            InstanceTypes=[fact.attributes["instance_type"]]
+        )["InstanceTypes"][0]
+        assert fact.attributes["vcpus"] == described["VCpuInfo"]["DefaultVCpus"]
+        assert fact.attributes["memory_mib"] == described["MemoryInfo"]["SizeInMiB"]
 
 
 # -- ranking ------------------------------------------------------------------------
@@ -199,6 +219,20 @@ def test_report_renders_as_json_and_a_plain_table() -> None:
 # -- provisioning down the ranking -------------------------------------------------
 
 
+class UndoLog:
+    """What the place step gives ``choose_and_provision``: a list of live servers."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, str] = {}
+
+    def record(self, candidate: str, target: str, node: Node) -> int:
+        self.live[len(self.live) + 1] = f"{candidate}:{node.id}"
+        return len(self.live)
+
+    def settle(self, undo_id: int) -> None:
+        del self.live[undo_id]
+
+
 def test_fallback_records_each_refusal_and_returns_the_first_ready() -> None:
     full = InMemoryCloud(
         "full", sizes=SIZES, estimate_s=1, provision_error=NoCapacity("region full")
@@ -208,27 +242,55 @@ def test_fallback_records_each_refusal_and_returns_the_first_ready() -> None:
     )
     ok = InMemoryCloud("ok", sizes=SIZES, estimate_s=3)
     report = probe(full, locked, ok)
-    clock = FrozenClock(START)
-    row, ready, attempts = choose_and_provision(
+    undo = UndoLog()
+    placement, attempts = choose_and_provision(
         report,
         {"full": full, "locked": locked, "ok": ok},
         name="web",
         authorized_key="ssh-ed25519 AAAA client",
         key_file=None,
         deadline=START + timedelta(minutes=5),
-        clock=clock,
+        clock=FrozenClock(START),
+        record_server=undo.record,
+        settle_server=undo.settle,
     )
-    assert row.candidate == "ok" and ready.address == "192.0.2.10"
+    assert placement.candidate == "ok" and placement.address == "192.0.2.10"
+    assert placement.host_key == "ssh-ed25519 AAAA" and placement.node_id == "n1"
     assert [(a.candidate, a.outcome) for a in attempts] == [
         ("full", "no_capacity"),
         ("locked", "locked"),
         ("ok", "ready"),
     ]
+    # The chosen server is in the undo log from the moment it existed.
+    assert list(undo.live.values()) == ["ok:n1"]
+
+
+def test_a_server_recorded_before_a_crash_is_reused_not_provisioned_again() -> None:
+    ok = InMemoryCloud("ok", sizes=SIZES, estimate_s=3, provision_error=NoCapacity("no second"))
+    report = probe(ok)
+    earlier = Node("n1", "web", "ok", "pending", "192.0.2.10", host_key="ssh-ed25519 AAAA")
+    undo = UndoLog()
+    placement, attempts = choose_and_provision(
+        report,
+        {"ok": ok},
+        name="web",
+        authorized_key="",
+        key_file=None,
+        deadline=START + timedelta(minutes=5),
+        clock=FrozenClock(START),
+        record_server=undo.record,
+        settle_server=undo.settle,
+        earlier=[ProvisionedServer(7, "ok", report.results[0].target, earlier)],
+    )
+    assert placement.node_id == "n1"
+    assert [a.outcome for a in attempts] == ["reused"]
+    assert undo.live == {} and ok.destroyed == []
 
 
 def test_nothing_left_raises_with_the_attempts() -> None:
     full = InMemoryCloud("full", sizes=SIZES, provision_error=NoCapacity("region full"))
     report = probe(full)
+    undo = UndoLog()
     with pytest.raises(NoCandidateLeft, match="full") as none_left:
         choose_and_provision(
             report,
@@ -238,5 +300,7 @@ def test_nothing_left_raises_with_the_attempts() -> None:
             key_file=None,
             deadline=START,
             clock=FrozenClock(START),
+            record_server=undo.record,
+            settle_server=undo.settle,
         )
     assert [a.outcome for a in none_left.value.attempts] == ["no_capacity"]

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator.clock import FrozenClock
 from orchestrator.events import EventBus, Projection
+from orchestrator.run.deadline import Deadline
 from orchestrator.run.journal import Journal
 from orchestrator.run.progress import RunProgress, forecast
 
 NOW = datetime(2021, 1, 10, 12, 0, tzinfo=UTC)
-DEADLINE = datetime(2021, 1, 10, 23, 59, tzinfo=UTC)
+DEADLINE_AT = datetime(2021, 1, 10, 23, 59, tzinfo=UTC)
+DEADLINE = Deadline(DEADLINE_AT)
 
 
 def test_no_throughput_measured_means_no_projection():
@@ -25,8 +27,7 @@ def test_projection_uses_measured_throughput_and_the_safety_margin():
         copied_bytes=60_000_000,
         elapsed_s=60,
         now=NOW,
-        deadline=DEADLINE,
-        safety_margin=timedelta(hours=2),
+        deadline=Deadline(DEADLINE_AT, timedelta(hours=2)),
     )
     assert outlook.bytes_per_second == 1_000_000
     assert outlook.projected_finish == NOW + timedelta(seconds=10_000)
@@ -37,8 +38,7 @@ def test_projection_uses_measured_throughput_and_the_safety_margin():
         copied_bytes=60_000_000,
         elapsed_s=60,
         now=NOW,
-        deadline=DEADLINE,
-        safety_margin=timedelta(hours=2),
+        deadline=Deadline(DEADLINE_AT, timedelta(hours=2)),
     )
     assert late.will_make_it is False
 
@@ -46,7 +46,7 @@ def test_projection_uses_measured_throughput_and_the_safety_margin():
 def test_progress_announces_the_outlook_and_persists_it(tmp_path):
     clock = FrozenClock(NOW)
     journal = Journal(tmp_path / "journal.sqlite", clock=clock)
-    run_id = journal.start_run("migrate", DEADLINE, {})
+    run_id = journal.start_run("migrate", DEADLINE_AT, {})
     seen: list[Projection] = []
     events = EventBus()
     events.subscribe(lambda e: seen.append(e) if isinstance(e, Projection) else None)

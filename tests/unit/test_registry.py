@@ -106,6 +106,8 @@ def test_compute_providers() -> None:
         "host",
         "port",
         "secure",
+        "ssh_port",
+        "ssh_user",
     )
     assert [o.name for o in cloud.options if o.required] == ["driver", "key"]
     assert [o.name for o in cloud.options if o.secret] == ["key", "secret"]

@@ -17,6 +17,7 @@ from orchestrator.export.exporters.s3 import S3Exporter, destination_key
 from orchestrator.export.manifest import MANIFEST_KEY, publish_manifest, verify_destination
 from orchestrator.export.transfer import TransferEngine, TransferSettings
 from orchestrator.plan.priorities import Prioritizer
+from orchestrator.run.cancel import CancelReason
 from providers.aws import AwsAccount
 from providers.storage import STAGING_DIR
 from tests.support.engine import ExportHarness
@@ -119,7 +120,7 @@ def test_cancel_stops_the_export_and_resume_finishes_it(account, tmp_path):
 
     def stop_after_ten(event: object) -> None:
         if isinstance(event, ItemFinished) and len(harness.seen) >= 10:
-            harness.cancel.cancel("interrupted (Ctrl-C)")
+            harness.cancel.cancel(CancelReason.INTERRUPTED)
 
     harness.events.subscribe(stop_after_ten)
     with pytest.raises(Cancelled):

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from orchestrator.errors import ChecksumMismatch, ConfigError
+from orchestrator.run.cancel import CancelToken
 from providers.aws import AwsAccount
 
 
@@ -60,6 +61,12 @@ class ExportContext:
     part_size: int = 16 * 1024 * 1024
     #: Where credentials such as PGPASSWORD are looked up; never logged.
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: The run's cancel token: long work of an exporter's own (a snapshot to
+    #: wait for, pg_dump) stops when it is set, not when it happens to end.
+    cancel: CancelToken = field(default_factory=CancelToken)
+    #: Records something the export created outside the workspace (an EBS or
+    #: RDS snapshot) in the run's undo log: (kind, resource, description).
+    record_undo: Callable[[str, Mapping[str, Any], str], int] | None = None
 
 
 @dataclass(frozen=True)

@@ -511,6 +511,12 @@ class EbsExporter(Exporter):
             with self._lock:
                 self._unsnapshotted[(region, volume_id)] = _reason(exc)
             return None
+        if self.context.record_undo is not None:
+            self.context.record_undo(
+                SNAPSHOT_UNDO,
+                {"region": region, "snapshot_id": snapshot["SnapshotId"], "volume_id": volume_id},
+                f"EBS snapshot {snapshot['SnapshotId']} of {volume_id} in {region}",
+            )
         log.info("created snapshot %s of %s in %s", snapshot["SnapshotId"], volume_id, region)
         return snapshot
 
@@ -642,3 +648,23 @@ class EbsExporter(Exporter):
                 f"EBS snapshot {snapshot_id} is not completed after {self.snapshot_wait_s:.0f}s "
                 f"({_reason(exc)}); it is still being taken, try again later"
             ) from exc
+
+
+#: The undo log's kind for a snapshot the export created.
+SNAPSHOT_UNDO = "ebs-snapshot"
+
+
+def undo_snapshot(resource: Mapping[str, Any], context: Any) -> str:
+    """Undo handler for ``ebs-snapshot``: delete the snapshot this export created. Idempotent."""
+    region, snapshot_id = str(resource["region"]), str(resource["snapshot_id"])
+    ec2 = context.source().client("ec2", region)
+    try:
+        ec2.delete_snapshot(SnapshotId=snapshot_id)
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "InvalidSnapshot.NotFound":
+            return f"EBS snapshot {snapshot_id} in {region} was already gone"
+        raise FatalError(
+            f"EBS snapshot {snapshot_id} in {region}: {_reason(exc)}; delete it by hand "
+            "(it is tagged created-by=exitplan) or grant ec2:DeleteSnapshot and run rollback again"
+        ) from None
+    return f"deleted EBS snapshot {snapshot_id} in {region}"

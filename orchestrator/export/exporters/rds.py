@@ -462,6 +462,12 @@ class RdsExporter(Exporter):
                     Tags=[{"Key": "exitplan:run-id", "Value": self.run_id}],
                 )["DBSnapshot"],
             )
+            if self.context.record_undo is not None:
+                self.context.record_undo(
+                    SNAPSHOT_UNDO,
+                    {"region": region, "snapshot_id": snapshot_id},
+                    f"RDS snapshot {snapshot_id} of {instance_id} in {region}",
+                )
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code != "DBSnapshotAlreadyExists":
@@ -633,6 +639,7 @@ class RdsExporter(Exporter):
                     jobs=self.jobs,
                     snapshot=snapshot.snapshot_id,
                     timeout_s=self.dump_timeout_s,
+                    cancel=self.context.cancel,
                 )
             databases.append(DatabaseDump(dbname, rel, counts, None))
             log.info("%s: dumped database %s (%d tables)", name, dbname, len(counts))
@@ -666,7 +673,11 @@ class RdsExporter(Exporter):
                 scratch = f"exitplan_check_{uuid.uuid4().hex[:8]}_{index}"
                 create_database(tools, server, scratch)
                 outcome = pg_restore_directory(
-                    tools, server.with_db(scratch), root / db.path, jobs=self.jobs
+                    tools,
+                    server.with_db(scratch),
+                    root / db.path,
+                    jobs=self.jobs,
+                    cancel=self.context.cancel,
                 )
                 restored = row_counts(tools, server.with_db(scratch))
                 problems += [
@@ -804,3 +815,24 @@ def dump_checksums(
             "row_counts_equal": result.restore_check != "skipped",
         },
     }
+
+
+#: The undo log's kind for an RDS snapshot the export created.
+SNAPSHOT_UNDO = "rds-snapshot"
+
+
+def undo_snapshot(resource: Mapping[str, Any], context: Any) -> str:
+    """Undo handler for ``rds-snapshot``: delete the run's snapshot. Idempotent."""
+    region, snapshot_id = str(resource["region"]), str(resource["snapshot_id"])
+    client = context.source().client("rds", region)
+    try:
+        client.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id)
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "DBSnapshotNotFound":
+            return f"RDS snapshot {snapshot_id} in {region} was already gone"
+        raise FatalError(
+            f"RDS snapshot {snapshot_id} in {region}: {error.get('Code', 'error')}; delete it by "
+            "hand or grant rds:DeleteDBSnapshot and run rollback again"
+        ) from None
+    return f"deleted RDS snapshot {snapshot_id} in {region}"

@@ -1,0 +1,209 @@
+"""The export's steps: the plan of what to save first, the export itself, the manifest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from orchestrator.errors import Cancelled
+from orchestrator.events import RunWarning
+from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
+from orchestrator.export.manifest import publish_manifest
+from orchestrator.export.transfer import TransferEngine, TransferSettings
+from orchestrator.plan.priorities import Prioritizer, Rule
+from orchestrator.run.progress import RunProgress
+from orchestrator.run.steps import RunContext, Step, StepFailed
+
+log = logging.getLogger(__name__)
+
+
+def prioritizer_for(run: RunContext) -> Prioritizer:
+    return Prioritizer([Rule(rule.tier, dict(rule.match)) for rule in run.config.priorities])
+
+
+@dataclass(frozen=True)
+class KindOrder:
+    order: int
+    kind: str
+    first_tier_rank: int
+
+
+@dataclass(frozen=True)
+class PlanOutput:
+    """Which kinds are exported, most important first."""
+
+    kinds: tuple[KindOrder, ...]
+
+
+class PlanStep(Step[PlanOutput]):
+    """Orders the kinds by the config's priorities (the planner issue makes this a schedule)."""
+
+    id: ClassVar[str] = "plan"
+    title: ClassVar[str] = "order what to save first"
+    output_type: ClassVar[type[Any]] = PlanOutput
+
+    def __init__(self, kinds: tuple[str, ...] | None) -> None:
+        self.kinds = kinds
+
+    def inputs(self, run: RunContext) -> dict[str, Any]:
+        return {
+            "kinds": self.kinds,
+            "priorities": [(r.tier, dict(r.match)) for r in run.config.priorities],
+        }
+
+    def _plan(self, run: RunContext) -> PlanOutput:
+        prioritizer = prioritizer_for(run)
+        kinds = prioritizer.order_kinds(list(self.kinds or exporter_kinds()))
+        return PlanOutput(
+            tuple(
+                KindOrder(index + 1, kind, prioritizer.kind_rank(kind))
+                for index, kind in enumerate(kinds)
+            )
+        )
+
+    def preview(self, run: RunContext) -> str:
+        return "export in this order: " + ", ".join(k.kind for k in self._plan(run).kinds)
+
+    def execute(self, run: RunContext) -> PlanOutput:
+        return self._plan(run)
+
+    def summary(self, output: PlanOutput) -> str:
+        return " -> ".join(k.kind for k in output.kinds)
+
+
+@dataclass(frozen=True)
+class KindOutcome:
+    kind: str
+    status: str  # done | failed | cancelled
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ExportOutput:
+    """How each kind went; item counts are in the journal (``items`` of this run)."""
+
+    kinds: tuple[KindOutcome, ...]
+    warnings: tuple[str, ...]
+    items: dict[str, int]
+
+
+class ExportStep(Step[ExportOutput]):
+    """Copies every item of every kind to every destination, verified (see ``transfer``)."""
+
+    id: ClassVar[str] = "export"
+    title: ClassVar[str] = "export the data to every destination, checksummed"
+    output_type: ClassVar[type[Any]] = ExportOutput
+    after: ClassVar[tuple[str, ...]] = ("plan",)
+
+    def inputs(self, run: RunContext) -> dict[str, Any]:
+        return {"destinations": [d.name for d in run.config.destinations]}
+
+    def preview(self, run: RunContext) -> str:
+        names = ", ".join(f"{d.name} ({d.driver})" for d in run.config.destinations)
+        return f"copy to {names}; verified items are skipped"
+
+    def execute(self, run: RunContext) -> ExportOutput:
+        config = run.config
+        plan = run.output("plan", PlanOutput)
+        prioritizer = prioritizer_for(run)
+        destinations = run.destinations()
+        progress = RunProgress(
+            run_id=run.run_id,
+            journal=run.journal,
+            events=run.events,
+            clock=run.clock,
+            deadline=run.deadline,
+        )
+        context = ExportContext(
+            run_id=run.run_id,
+            scratch_dir=run.directory / "scratch",
+            recipients={d.name: d.recipients for d in config.destinations},
+            part_size=config.transfer.part_size,
+            sandbox=config.source.aws.sandbox,
+            cancel=run.cancel,
+            record_undo=lambda kind, resource, description: run.record_undo(
+                self.id, kind, resource, description
+            ),
+        )
+        engine = TransferEngine(
+            destinations=destinations,
+            journal=run.journal,
+            run_id=run.run_id,
+            events=run.events,
+            progress=progress,
+            settings=TransferSettings(
+                concurrency=config.transfer.concurrency, bwlimit=config.transfer.bwlimit
+            ),
+            cancel=run.cancel,
+        )
+        outcomes: list[KindOutcome] = []
+        warnings: list[str] = []
+        try:
+            for entry in plan.kinds:
+                run.cancel.raise_if_set()
+                exporter = load_exporter(entry.kind)(
+                    run.source(), tier_of=prioritizer, context=context
+                )
+                try:
+                    engine.export(exporter)
+                except Cancelled:
+                    outcomes.append(KindOutcome(entry.kind, "cancelled"))
+                    raise
+                except Exception as exc:  # one kind failing must not stop the others
+                    log.warning("export of %s failed", entry.kind, exc_info=True)
+                    outcomes.append(KindOutcome(entry.kind, "failed", _plain(exc)))
+                    run.events.emit(
+                        RunWarning(message=f"export of {entry.kind} failed: {_plain(exc)}")
+                    )
+                    continue
+                for message in exporter.warnings():
+                    warnings.append(message)
+                    run.events.emit(RunWarning(message=message))
+                outcomes.append(KindOutcome(entry.kind, "done"))
+        finally:
+            engine.close()
+        items = run.journal.item_counts(run.run_id)
+        output = ExportOutput(tuple(outcomes), tuple(warnings), items)
+        failed_kinds = [o.kind for o in outcomes if o.status == "failed"]
+        if failed_kinds or items.get("failed") or items.get("in-flight"):
+            parts = []
+            if failed_kinds:
+                parts.append(f"kinds failed: {', '.join(failed_kinds)}")
+            if items.get("failed"):
+                parts.append(f"{items['failed']} item(s) failed")
+            if items.get("in-flight"):
+                parts.append(f"{items['in-flight']} item(s) unfinished")
+            raise StepFailed("; ".join(parts), output)
+        return output
+
+    def summary(self, output: ExportOutput) -> str:
+        return f"{output.items.get('verified', 0)} item(s) verified in this run's journal"
+
+
+def _plain(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class ManifestOutput:
+    #: Destination name -> bytes of manifest written there.
+    sizes: dict[str, int]
+
+
+class ManifestStep(Step[ManifestOutput]):
+    """Writes ``manifest/manifest.jsonl`` at every destination from the journal."""
+
+    id: ClassVar[str] = "manifest"
+    title: ClassVar[str] = "write the manifest of every verified item"
+    output_type: ClassVar[type[Any]] = ManifestOutput
+    after: ClassVar[tuple[str, ...]] = ("export",)
+
+    def execute(self, run: RunContext) -> ManifestOutput:
+        return ManifestOutput(
+            {d.name: publish_manifest(run.journal, d.name, d.store) for d in run.destinations()}
+        )
+
+    def summary(self, output: ManifestOutput) -> str:
+        return f"{len(output.sizes)} manifest(s), {sum(output.sizes.values())} bytes"
