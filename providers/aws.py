@@ -150,12 +150,30 @@ class AwsAccount:
             return self._reader
 
     def check_credentials(self) -> None:
-        """Raise ConfigError, naming the fix, when no usable credentials are found."""
+        """Raise ConfigError, naming the fix, unless the source answers to our credentials.
+
+        One STS GetCallerIdentity: it needs no permission, so it proves the
+        credentials and the endpoint without touching anything else.
+        """
         if self._session.get_credentials() is None:
             raise ConfigError(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "or name a profile in source.aws.profile"
             )
+        where = self.endpoint_url or "AWS"
+        try:
+            self.client("sts", self.regions[0]).get_caller_identity()
+        except botocore.exceptions.EndpointConnectionError:
+            raise ConfigError(
+                f"cannot reach the source at {where}: check source.aws.endpoint_url and the "
+                "network, then run the command again"
+            ) from None
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise ConfigError(
+                f"the source at {where} refused the credentials ({code}): check "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or source.aws.profile"
+            ) from None
 
     def describe(self) -> str:
         where = self.endpoint_url or "aws"

@@ -204,7 +204,21 @@ def open_destinations(config: Config) -> list[Destination]:
 
 
 def workspace_journal(config: Config, clock: Clock | None = None) -> Journal:
-    return Journal(Path(config.workspace) / "journal.sqlite", clock=clock)
+    """The workspace's journal, creating the workspace; ``ConfigError`` if it cannot be one."""
+    workspace = Path(config.workspace)
+    if workspace.exists() and not workspace.is_dir():
+        raise ConfigError(
+            f"workspace {workspace} is a file, not a directory: pass --workspace with a "
+            "directory (it is created if missing)"
+        )
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"workspace {workspace}: cannot create it ({exc.strerror}); pass --workspace with "
+            "a writable directory"
+        ) from None
+    return Journal(workspace / "journal.sqlite", clock=clock)
 
 
 def existing_journal(config: Config, clock: Clock | None = None) -> Journal:

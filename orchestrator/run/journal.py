@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.errors import FatalError
+from orchestrator.errors import ConfigError
 
 #: 3: the first released layout. 4: steps keep inputs key and output; the
 #: undo log; replay steps and pending handlers per host.
@@ -152,8 +152,11 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
-class JournalError(FatalError):
-    """The journal cannot be used: corrupt, or written by a newer exitplan."""
+class JournalError(ConfigError):
+    """The journal cannot be used: corrupt, or written by a newer exitplan.
+
+    Exit 2, like bad input: nothing was changed, and the message says how to go on.
+    """
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,53 @@ def test_missing_credentials_exit_2_and_name_the_fix(workdir, capsys, monkeypatc
 
 def test_unknown_command_is_a_usage_error(workdir, capsys):
     run_bad(workdir, capsys, "evacuate")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--concurrency", "0"), "--concurrency 0: must be between 1 and 512"),
+        (("--bwlimit", "0"), "--bwlimit 0: must be more than 0"),
+        (("--only", "bogus"), "--only: unknown kind(s) bogus"),
+    ],
+    ids=["concurrency-0", "bwlimit-0", "only-bogus"],
+)
+def test_bad_flags_are_refused_before_anything_is_written(workdir, capsys, flags, expected):
+    # On the sandbox: nothing may be written, not even the sandbox's own age key.
+    err = run_bad(workdir, capsys, "migrate", "--deadline", "+1h", *flags)
+    assert expected in err
+
+
+def test_verify_without_a_journal_creates_nothing(workdir, capsys):
+    (workdir / "config.yaml").write_text(GOOD)
+    err = run_bad(workdir, capsys, "verify", "--config", "config.yaml")
+    assert "no journal at" in err and not (workdir / "vault").exists()
+
+
+def test_a_workspace_that_is_a_file_is_refused(workdir, capsys):
+    (workdir / "not-a-dir").write_text("x")
+    err = run_bad(workdir, capsys, "migrate", "--deadline", "+1h", "--workspace", "not-a-dir")
+    assert "is a file, not a directory" in err
+
+
+def test_a_workspace_that_cannot_be_created_is_refused(workdir, capsys):
+    err = run_bad(
+        workdir, capsys, "migrate", "--deadline", "+1h", "--workspace", "/proc/exitplan-ws"
+    )
+    assert "cannot create it" in err
+
+
+@pytest.mark.parametrize("command", ["status", "resume"])
+def test_a_corrupt_journal_says_so_and_how_to_go_on(workdir, capsys, command):
+    workspace = workdir / ".exitplan"
+    workspace.mkdir()
+    (workspace / "journal.sqlite").write_bytes(b"\x00garbage\x00" * 4096)
+    err = run_bad(workdir, capsys, command)
+    assert "is not a readable journal" in err and "move journal.sqlite aside" in err
+
+
+def test_an_unreachable_source_is_one_message_not_a_traceback(workdir, capsys):
+    (workdir / "config.yaml").write_text(GOOD)  # endpoint 127.0.0.1:9: nothing listens
+    err = run_bad(workdir, capsys, "inventory", "--config", "config.yaml")
+    assert "cannot reach the source at http://127.0.0.1:9" in err
+    assert "Traceback" not in err
