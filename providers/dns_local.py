@@ -84,7 +84,9 @@ def _parse_value(rtype: str, value: str) -> str:
     try:
         dns.rdata.from_text(dns.rdataclass.IN, rtype, canonical, origin=dns.name.root)
     except (dns.exception.DNSException, ValueError) as exc:
-        raise FatalError(f"{rtype} value {value!r} is not valid DNS presentation form: {exc}")
+        raise FatalError(
+            f"{rtype} value {value!r} is not valid DNS presentation form: {exc}"
+        ) from None
     return canonical
 
 
@@ -418,8 +420,8 @@ class _Answerer:
             wildcard = dns.name.Name((b"*", *encloser.labels))
             node = zone.nodes.get(wildcard)
             if node is None:
-                if not response.answer:
-                    response.set_rcode(dns.rcode.NXDOMAIN)
+                # Also at the end of a CNAME chain: the code is the last name's (RFC 6604).
+                response.set_rcode(dns.rcode.NXDOMAIN)
                 self._add_soa(response, zone)
                 return None
         node = node or {}
@@ -572,7 +574,7 @@ class LocalDnsServer:
         for server in self._servers:
             thread = threading.Thread(
                 target=server.serve_forever,
-                kwargs={"poll_interval": 0.2},
+                kwargs={"poll_interval": 0.05},
                 name=f"local-dns-{type(server).__name__}-{self.port}",
                 daemon=True,
             )
