@@ -66,7 +66,8 @@ class Thresholds:
     """When a plan needs force (octoDNS's defaults).
 
     ``max_changed_share``: updates plus deletes over the zone's existing
-    record sets (ownership markers not counted) may not exceed this share...
+    record sets (its apex SOA and NS and ownership markers not counted) may
+    not exceed this share...
     ``min_existing``: ...in a zone of at least this many sets (smaller zones
     have no share limit). Creates never count, as in octoDNS.
     ``ns_changes_need_force``: any update or delete of an NS set, and creating
@@ -132,7 +133,7 @@ class ChangePlan:
 
     ``target`` is the provider's ``describe()``; ``purpose`` names the stage
     (``prepare``, ``lower-ttls``, ``flip``); ``existing_sets`` counts the
-    zone's sets when planned (markers not counted). ``force_reasons`` is
+    zone's sets when planned (apex SOA/NS and markers not counted). ``force_reasons`` is
     empty when the plan may be applied without force.
     """
 
@@ -380,7 +381,9 @@ def build_plan(
             kept.append(KeptRecord(key[0], key[1], not_owned, key[2]))
 
     changes.sort(key=lambda c: (c.marker, _ORDER[c.operation], c.key))
-    reasons = _force_reasons(zone, changes, len(have), limits)
+    # The apex SOA and NS are the provider's, not content: they do not count.
+    existing = sum(1 for k in have if not (k[0] == zone and k[1] in ("SOA", "NS")))
+    reasons = _force_reasons(zone, changes, existing, limits)
     return ChangePlan(
         zone=zone,
         target=target,
@@ -388,7 +391,7 @@ def build_plan(
         owner=owner,
         changes=tuple(changes),
         kept=tuple(kept),
-        existing_sets=len(have),
+        existing_sets=existing,
         thresholds=limits,
         force_reasons=tuple(reasons),
     )
