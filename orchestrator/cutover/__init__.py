@@ -15,12 +15,26 @@ The stages, each a function returning a typed, JSON-serialisable result
 4. ``plan``: octoDNS-style ``ChangePlan`` (table, thresholds, ownership
    markers), ``apply_plan`` -> ``PlanOutcome`` (dry run unless applied; undo
    recorded through a callback before any change), ``undo_dns_change``.
-5. ``flip.flip_service_records`` -> ``FlipOutcome``: service records to the
+5. ``delegation``: the registrar change as an approval with the exact NS
+   set (``delegation_request``), or through a ``RegistrarHook`` with undo
+   (``change_delegation``); ``verify_delegation`` asks the parent over DNS.
+6. ``flip.flip_service_records`` -> ``FlipOutcome``: service records to the
    new host after a green health check, in the new zone and the old one.
 
 Nothing here prints or imports the CLI.
 """
 
+from orchestrator.cutover.delegation import (
+    DELEGATION_UNDO_KIND,
+    DelegationCheck,
+    DelegationOutcome,
+    DelegationRequest,
+    RegistrarHook,
+    change_delegation,
+    delegation_request,
+    undo_delegation,
+    verify_delegation,
+)
 from orchestrator.cutover.equivalence import (
     EquivalenceReport,
     NotCompared,
@@ -87,12 +101,16 @@ from orchestrator.cutover.zone import (
 
 __all__ = [
     "DEFAULT_OWNER",
+    "DELEGATION_UNDO_KIND",
     "DNS_CHANGE_UNDO_KIND",
     "PARENT_NS_TTL_S",
     "AuthoritativeEndpoint",
     "ChangePlan",
     "CutoverSchedule",
+    "DelegationCheck",
     "DelegationForecast",
+    "DelegationOutcome",
+    "DelegationRequest",
     "DnsAnswer",
     "DnsCheck",
     "EquivalenceReport",
@@ -107,6 +125,7 @@ __all__ = [
     "PlannedChange",
     "RecordComparison",
     "RecordUndo",
+    "RegistrarHook",
     "ScheduleInputs",
     "ScheduledStep",
     "SkippedSet",
@@ -118,8 +137,10 @@ __all__ = [
     "ZoneTtls",
     "apply_plan",
     "build_plan",
+    "change_delegation",
     "check_over_dns",
     "compute_schedule",
+    "delegation_request",
     "flatten_in_zone_aliases",
     "flip_service_records",
     "from_jsonable",
@@ -133,7 +154,9 @@ __all__ = [
     "service_record_sets",
     "share_on_old_delegation",
     "to_jsonable",
+    "undo_delegation",
     "undo_dns_change",
+    "verify_delegation",
     "verify_zone_equivalence",
     "zone_from_bind",
     "zone_from_export",
