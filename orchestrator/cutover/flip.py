@@ -303,7 +303,7 @@ def flip_service_records(
                     endpoint=target.endpoint,
                 )
             )
-        except (ConfigError, HealthNotGreen):
+        except ConfigError:
             raise
         except ExitplanError as exc:
             if target.role == "new":

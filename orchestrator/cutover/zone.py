@@ -8,6 +8,7 @@ service names the flip moves.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -203,8 +204,6 @@ def service_names_pointing_at(snapshot: ZoneSnapshot, targets: Iterable[str]) ->
 
 
 def _is_address(text: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
     except ValueError:
