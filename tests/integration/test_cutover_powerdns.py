@@ -135,6 +135,14 @@ def answer(
     return (got.rcode, got.values)
 
 
+def test_a_dry_run_prepare_creates_nothing(world: World) -> None:
+    undo = UndoLog()
+    dry = world.prepare(undo, apply=False)
+    assert dry.outcome.dry_run and not dry.zone_created and dry.equivalence is None
+    assert dry.plan.counts()["create"] == len(PLAIN_SETS) + 1  # and the flattened alias
+    assert world.new.list_zones() == [] and undo.entries == []
+
+
 def test_the_new_zone_answers_like_the_old_one_record_by_record(world: World) -> None:
     undo = UndoLog()
     powerdns_at_undo_time: list[list[str]] = []
