@@ -174,6 +174,20 @@ _SPECS: tuple[ProviderSpec, ...] = (
         ),
         summary="PowerDNS authoritative server through its HTTP API",
     ),
+    ProviderSpec(
+        kind="dns",
+        name="local",
+        module="providers.dns_local",
+        cls="LocalDnsProvider",
+        options=(
+            OptionSpec(
+                "path", Path, required=True, help="file that holds the zones, in the workspace"
+            ),
+            OptionSpec("listen", str, default="127.0.0.1", help="address the DNS server binds"),
+            OptionSpec("port", int, default=0, help="DNS port (UDP and TCP); 0 picks a free one"),
+        ),
+        summary="zones in a file, answered by an authoritative server in process (the sandbox's)",
+    ),
 )
 
 _REGISTRY: dict[tuple[str, str], ProviderSpec] = {(s.kind, s.name): s for s in _SPECS}

@@ -594,7 +594,7 @@ def test_unknown_compute_kind_lists_the_registry(tmp_path: Path) -> None:
 def test_unknown_dns_driver_lists_the_registry(tmp_path: Path) -> None:
     text = FULL.replace("driver: powerdns", "driver: cloudflare")
     assert error_for(tmp_path, text) == (
-        "FILE:27:15: dns.driver: unknown dns driver 'cloudflare'; known dns drivers: powerdns"
+        "FILE:27:15: dns.driver: unknown dns driver 'cloudflare'; known dns drivers: local, powerdns"
     )
 
 

@@ -32,7 +32,7 @@ def test_registered_names_per_kind() -> None:
         "wasabi",
     )
     assert provider_names("compute") == ("libcloud", "local", "ssh-pool")
-    assert provider_names("dns") == ("powerdns",)
+    assert provider_names("dns") == ("local", "powerdns")
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
@@ -125,6 +125,18 @@ def test_powerdns_defaults() -> None:
         "secure": False,
     }
     assert [o.name for o in spec.options if o.secret] == ["key"]
+
+
+def test_local_dns_declares_its_file_and_listen_address() -> None:
+    spec = get_provider_spec("dns", "local")
+    assert (spec.module, spec.cls) == ("providers.dns_local", "LocalDnsProvider")
+    table = {o.name: (o.type, o.required, o.default) for o in spec.options}
+    assert table == {
+        "path": (Path, True, None),
+        "listen": (str, False, "127.0.0.1"),
+        "port": (int, False, 0),
+    }
+    assert load_provider_class(spec).__name__ == "LocalDnsProvider"
 
 
 def test_every_option_has_help_for_the_docs() -> None:
