@@ -1,7 +1,7 @@
 """DNS cutover, timed to the deadline: the new zone, the schedule, the flip, and their undo.
 
 The stages, each a function returning a typed, JSON-serialisable result
-(``jsonable.to_jsonable`` / ``from_jsonable``) a pipeline step can keep:
+(``orchestrator.run.serde.to_json`` / ``from_json``) a pipeline step can keep:
 
 1. ``zone``: the old zone as a ``ZoneSnapshot``, from its export
    (``zone_from_export``) or live (``zone_from_provider`` with
@@ -51,7 +51,6 @@ from orchestrator.cutover.flip import (
     plan_flip,
     service_record_sets,
 )
-from orchestrator.cutover.jsonable import from_jsonable, to_jsonable
 from orchestrator.cutover.plan import (
     DEFAULT_OWNER,
     DNS_CHANGE_UNDO_KIND,
@@ -98,6 +97,7 @@ from orchestrator.cutover.zone import (
     zone_from_provider,
     zone_ttls,
 )
+from orchestrator.run.serde import from_json, to_json
 
 __all__ = [
     "DEFAULT_OWNER",
@@ -143,7 +143,7 @@ __all__ = [
     "delegation_request",
     "flatten_in_zone_aliases",
     "flip_service_records",
-    "from_jsonable",
+    "from_json",
     "load_reference_zone",
     "plan_flip",
     "plan_ttl_lowering",
@@ -153,7 +153,7 @@ __all__ = [
     "service_names_pointing_at",
     "service_record_sets",
     "share_on_old_delegation",
-    "to_jsonable",
+    "to_json",
     "undo_delegation",
     "undo_dns_change",
     "verify_delegation",

@@ -57,7 +57,7 @@ class RecordComparison:
 
 @dataclass(frozen=True)
 class EquivalenceReport:
-    """The new zone against the old one, over DNS. JSON-serialisable (see ``jsonable``)."""
+    """The new zone against the old one, over DNS. JSON-serialisable (see ``orchestrator.run.serde``)."""
 
     zone: str
     old_endpoint: str

@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from orchestrator.clock import Clock
-from orchestrator.cutover.jsonable import from_jsonable, to_jsonable
 from orchestrator.cutover.query import (
     AuthoritativeEndpoint,
     DnsAnswer,
@@ -42,6 +41,7 @@ from orchestrator.cutover.query import (
     same_values,
 )
 from orchestrator.errors import ConfigError, FatalError
+from orchestrator.run.serde import from_json, to_json
 from providers.interfaces.dns import DnsProvider, RecordChange, RecordSet, absolute_name
 
 RecordKey = tuple[str, str, str]
@@ -543,8 +543,8 @@ def undo_resource(plan: ChangePlan, changes: Sequence[PlannedChange]) -> dict[st
                 "name": c.name,
                 "type": c.type,
                 "set_identifier": c.set_identifier,
-                "before": to_jsonable(c.previous),
-                "after": to_jsonable(c.desired),
+                "before": to_json(c.previous),
+                "after": to_json(c.desired),
             }
             for c in changes
         ],
@@ -687,7 +687,7 @@ def _set_from(data: Any, where: str) -> RecordSet | None:
     if data is None:
         return None
     try:
-        return from_jsonable(RecordSet, data)
+        return from_json(RecordSet, data)
     except ValueError as exc:
         raise FatalError(f"undo record {where}: {exc}") from None
 

@@ -127,7 +127,7 @@ class DelegationForecast:
 
 @dataclass(frozen=True)
 class CutoverSchedule:
-    """The computed DNS schedule. JSON-serialisable (see ``jsonable``).
+    """The computed DNS schedule. JSON-serialisable (see ``orchestrator.run.serde``).
 
     ``safety_margin_s`` in seconds. The flip window runs from the time the
     lowered TTL allows (``flip_window_start``) to the deadline minus the

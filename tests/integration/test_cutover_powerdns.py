@@ -29,12 +29,12 @@ from orchestrator.cutover import (
     ZoneTarget,
     apply_plan,
     flip_service_records,
-    from_jsonable,
+    from_json,
     load_reference_zone,
     plan_ttl_lowering,
     prepare_new_zone,
     query_authoritative,
-    to_jsonable,
+    to_json,
     undo_dns_change,
     verify_zone_equivalence,
     zone_from_provider,
@@ -190,7 +190,7 @@ def test_the_new_zone_answers_like_the_old_one_record_by_record(world: World) ->
     assert owned_keys(ZONE, world.new.list_records(ZONE), "exitplan") == set(body(world.new))
 
     # The stage's result is JSON for the journal and comes back equal.
-    assert from_jsonable(ZonePrepared, json.loads(json.dumps(to_jsonable(prepared)))) == prepared
+    assert from_json(ZonePrepared, json.loads(json.dumps(to_json(prepared)))) == prepared
     # A second prepare (a resumed run) finds nothing to do.
     again = world.prepare(UndoLog())
     assert again.plan.empty and not again.zone_created and again.ok
@@ -380,7 +380,7 @@ def test_the_flip_waits_for_green_health_then_moves_both_zones(world: World) -> 
     # Adopted by name, so now owned in both zones.
     for provider in (world.old, world.new):
         assert services <= owned_keys(ZONE, provider.list_records(ZONE), "exitplan")
-    assert from_jsonable(FlipOutcome, json.loads(json.dumps(to_jsonable(outcome)))) == outcome
+    assert from_json(FlipOutcome, json.loads(json.dumps(to_json(outcome)))) == outcome
 
 
 def test_rollback_restores_the_previous_records(world: World) -> None:

@@ -19,9 +19,9 @@ from orchestrator.cutover import (
     Thresholds,
     apply_plan,
     build_plan,
-    from_jsonable,
+    from_json,
     plan_ttl_lowering,
-    to_jsonable,
+    to_json,
     undo_dns_change,
 )
 from orchestrator.cutover.plan import is_marker, marker_name, owned_keys
@@ -284,8 +284,8 @@ def test_dry_run_changes_nothing_and_records_no_undo(dns: LocalDnsProvider) -> N
 def test_plans_and_outcomes_round_trip_through_json(dns: LocalDnsProvider) -> None:
     plan = sync_plan(dns, [a("www", "192.0.2.1")])
     outcome = apply(dns, plan)
-    assert from_jsonable(ChangePlan, json.loads(json.dumps(to_jsonable(plan)))) == plan
-    assert from_jsonable(PlanOutcome, json.loads(json.dumps(to_jsonable(outcome)))) == outcome
+    assert from_json(ChangePlan, json.loads(json.dumps(to_json(plan)))) == plan
+    assert from_json(PlanOutcome, json.loads(json.dumps(to_json(outcome)))) == outcome
 
 
 def test_a_bad_owner_label_is_refused() -> None:

@@ -14,9 +14,9 @@ from orchestrator.cutover import (
     ScheduleInputs,
     ZoneTtls,
     compute_schedule,
-    from_jsonable,
+    from_json,
     share_on_old_delegation,
-    to_jsonable,
+    to_json,
 )
 from orchestrator.errors import ConfigError
 
@@ -230,6 +230,6 @@ def test_inputs_that_cannot_describe_a_cutover_are_refused(
 
 def test_the_schedule_round_trips_through_json() -> None:
     schedule = compute_schedule(inputs(new_names=("x.microblog.example",)), FrozenClock(NOTICE))
-    data = json.loads(json.dumps(to_jsonable(schedule)))
-    assert from_jsonable(CutoverSchedule, data) == schedule
+    data = json.loads(json.dumps(to_json(schedule)))
+    assert from_json(CutoverSchedule, data) == schedule
     assert data["delegation"]["share_at_deadline"] == pytest.approx(1 - 29 / 48)
