@@ -89,6 +89,14 @@ CREATE TABLE IF NOT EXISTS replay_steps (
     finished_at   TEXT,
     PRIMARY KEY (run_id, host, step)
 );
+CREATE TABLE IF NOT EXISTS drills (
+    run_id        TEXT PRIMARY KEY,
+    scenario      TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT NOT NULL,
+    passed        INTEGER NOT NULL,
+    figures       TEXT NOT NULL      -- JSON: what the drill measured (orchestrator.drill.figures)
+);
 CREATE TABLE IF NOT EXISTS replay_handlers (
     run_id        TEXT NOT NULL,
     host          TEXT NOT NULL,
@@ -198,6 +206,18 @@ class UndoEntry:
     created_at: datetime
     undone_at: datetime | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    """One drill as the journal keeps it (``figures`` as written by the drill)."""
+
+    run_id: str
+    scenario: str
+    started_at: datetime
+    finished_at: datetime
+    passed: bool
+    figures: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -560,6 +580,76 @@ class Journal:
                 " ORDER BY run_id"
             ).fetchall()
         return [row[0] for row in rows]
+
+    def verified_bytes(self, run_id: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM items WHERE run_id=? AND state='verified'",
+                (run_id,),
+            ).fetchone()
+        return int(row[0])
+
+    def data_as_of(self, run_id: str) -> list[tuple[str, datetime]]:
+        """(kind, as of) of the run's verified items whose data says how new it is.
+
+        An exporter puts ``as_of`` (ISO 8601) in the item's source when it knows
+        when its data was taken: an S3 object's LastModified, a dump's snapshot
+        time, a table scan's start. Drills measure RPO from it.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, json_extract(source, '$.as_of') FROM items"
+                " WHERE run_id=? AND state='verified' AND json_extract(source, '$.as_of') IS NOT NULL",
+                (run_id,),
+            ).fetchall()
+        return [(row[0], datetime.fromisoformat(row[1])) for row in rows]
+
+    # -- drills --------------------------------------------------------------
+
+    def record_drill(
+        self,
+        run_id: str,
+        *,
+        scenario: str,
+        started_at: datetime,
+        finished_at: datetime,
+        passed: bool,
+        figures: Mapping[str, Any],
+    ) -> None:
+        """Keep a drill's figures for `drill history` and the trend; durable."""
+        self._write(
+            "INSERT INTO drills (run_id, scenario, started_at, finished_at, passed, figures)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET"
+            " finished_at=excluded.finished_at, passed=excluded.passed, figures=excluded.figures",
+            (
+                run_id,
+                scenario,
+                started_at.isoformat(),
+                finished_at.isoformat(),
+                int(passed),
+                json.dumps(figures, sort_keys=True),
+            ),
+            durable=True,
+        )
+
+    def drills(self) -> list[DrillRecord]:
+        """Every drill kept, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, scenario, started_at, finished_at, passed, figures FROM drills"
+                " ORDER BY started_at, run_id"
+            ).fetchall()
+        return [
+            DrillRecord(
+                run_id=r[0],
+                scenario=r[1],
+                started_at=datetime.fromisoformat(r[2]),
+                finished_at=datetime.fromisoformat(r[3]),
+                passed=bool(r[4]),
+                figures=json.loads(r[5]),
+            )
+            for r in rows
+        ]
 
     # -- replay steps, per host ----------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Drills: the exit path run into scratch targets, timed, cleaned up and reported."""

@@ -1,0 +1,127 @@
+"""A drill's own parts of a run: scratch destinations, the cleanup, the figures.
+
+``exitplan drill`` runs the steps of ``migrate`` (see ``run.commands``)
+with three differences, all here: every destination is a scratch prefix of
+itself, whatever the run created is removed at the end (the undo log, then
+the scratch prefixes) and that removal is an outcome that can fail, and the
+run is measured (RTO, RPO per kind) and judged against the objectives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from orchestrator.drill.figures import (
+    CleanupOutcome,
+    DrillFigures,
+    DrillObjectives,
+    judge,
+)
+from orchestrator.drill.scratch import ScratchStore, delete_scratch, scratch_name, scratch_prefix
+from orchestrator.export.transfer import Destination
+from orchestrator.run.serde import to_json
+from orchestrator.run.steps import RunContext
+from orchestrator.run.undo import UndoContext, rollback
+
+log = logging.getLogger(__name__)
+
+
+def scratch_destinations(run_id: str, destinations: list[Destination]) -> list[Destination]:
+    """Every destination as a scratch prefix of itself, under a journal name of its own."""
+    prefix = scratch_prefix(run_id)
+    return [Destination(scratch_name(d.name), ScratchStore(d.store, prefix)) for d in destinations]
+
+
+def clean_up(run: RunContext, context: UndoContext) -> tuple[CleanupOutcome, ...]:
+    """Undo everything the drill created, newest first, then delete its scratch prefixes."""
+    outcomes = [
+        CleanupOutcome(o.description, "removed" if o.state == "undone" else "failed", o.message)
+        for o in rollback(run.journal, run.run_id, context)
+    ]
+    for destination in run.destinations():
+        store = destination.store
+        if not isinstance(store, ScratchStore):  # never delete outside a scratch prefix
+            continue
+        try:
+            deleted, stuck = delete_scratch(store.inner, store.prefix)
+        except Exception as exc:  # a destination that went away is a failed cleanup, said so
+            outcomes.append(
+                CleanupOutcome(store.describe(), "failed", f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        outcomes.append(
+            CleanupOutcome(
+                f"{deleted} scratch object(s) at {store.describe()}",
+                "failed" if stuck else "removed",
+                "; ".join(stuck[:5]),
+            )
+        )
+    return tuple(outcomes)
+
+
+def newest_data(run: RunContext) -> dict[str, datetime]:
+    """Kind -> the newest data proven restored in this run (what RPO is measured from)."""
+    newest: dict[str, datetime] = {}
+    for kind, as_of in run.journal.data_as_of(run.run_id):
+        if kind not in newest or as_of > newest[kind]:
+            newest[kind] = as_of
+    return newest
+
+
+def health_green_at(outputs: Mapping[str, Any]) -> datetime | None:
+    """When the new host's health check was first green (the replay's output), if ever."""
+    replay = outputs.get("replay")
+    healthy = getattr(replay, "healthy_at", None)
+    return healthy if isinstance(healthy, datetime) else None
+
+
+def measure(
+    run: RunContext,
+    *,
+    scenario: str,
+    started_at: datetime,
+    notice_s: float,
+    objectives: DrillObjectives,
+    cleanup: tuple[CleanupOutcome, ...],
+) -> DrillFigures:
+    counts = run.journal.item_counts(run.run_id)
+    healthy = health_green_at(run.outputs)
+    rto_s = (healthy - started_at).total_seconds() if healthy is not None else None
+    rpo_s = {
+        kind: max(0.0, (started_at - as_of).total_seconds())
+        for kind, as_of in newest_data(run).items()
+    }
+    replay = run.outputs.get("replay")
+    restored = dict(getattr(replay, "restored_rows", {}) or {})
+    figures = DrillFigures(
+        scenario=scenario,
+        started_at=started_at,
+        rto_s=rto_s,
+        rpo_s=rpo_s,
+        notice_s=notice_s,
+        items_verified=counts.get("verified", 0),
+        bytes_verified=run.journal.verified_bytes(run.run_id),
+        items_failed=counts.get("failed", 0),
+        items_descoped=counts.get("descoped", 0),
+        restored_rows=restored,
+        cleanup=cleanup,
+    )
+    results = judge(
+        rto_s=rto_s, rpo_s=rpo_s, notice_s=notice_s, objectives=objectives, cleanup=cleanup
+    )
+    return DrillFigures(**{**figures.__dict__, "objectives": results})
+
+
+def keep(run: RunContext, figures: DrillFigures, finished_at: datetime) -> None:
+    run.journal.record_drill(
+        run.run_id,
+        scenario=figures.scenario,
+        started_at=figures.started_at,
+        finished_at=finished_at,
+        passed=figures.passed,
+        figures=json.loads(json.dumps(to_json(figures))),
+    )
