@@ -405,10 +405,10 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
     for destination in report["destinations"]:
         print(f"  destination {destination['name']}: {destination['where']}")
     deadline = report["deadline"]
-    if deadline.get("deadline"):
+    if deadline:
         verdict = "met" if deadline["met"] else "MISSED"
         print(
-            f"  deadline {deadline['deadline']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})"
+            f"  deadline {deadline['at']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})"
         )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
