@@ -279,7 +279,9 @@ def marker_line(
     x = frame.x(axis.fraction(moment))
     colour = MARKER_COLOURS.get(marker_id.removeprefix("marker-"), "#424242")
     label_y = frame.top - 4 - 12 * row
-    anchor = "end" if x > frame.left + frame.width * 0.9 else "start"
+    # Labels run right of the line unless that would leave the picture (6.5 units a character).
+    fits_right = x + 3 + 6.5 * len(label) <= frame.left + frame.width + 18
+    anchor = "start" if fits_right else "end"
     dx = -3 if anchor == "end" else 3
     dash = "" if marker_id == "marker-start" else ' stroke-dasharray="6 3"'
     return [
