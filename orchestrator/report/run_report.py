@@ -20,10 +20,14 @@ from typing import Any
 from orchestrator.report.html_report import render_html
 from orchestrator.report.junit import render_junit
 from orchestrator.report.model import (
+    CandidateRow,
+    ChosenHost,
     DataGroup,
     Deadline,
     DestinationInfo,
     FailedItem,
+    Placement,
+    PlacementAttempt,
     PlanEntry,
     RunReport,
     Step,
@@ -128,6 +132,49 @@ def build_report(
         destinations=destinations,
         plan=plan,
     ).to_dict()
+
+
+def placement_from_target(target: dict[str, Any]) -> Placement | None:
+    """The runner's ``choose_target`` dict (probe ranking, attempts, chosen) as a ``Placement``.
+
+    None when no probe ran (an empty dict). Probe rows keep what a reader
+    needs to see why a candidate won or lost; probe.json keeps the rest.
+    """
+    if not target:
+        return None
+    chosen = target.get("chosen")
+    rows = (target.get("probe") or {}).get("results", [])
+    return Placement(
+        summary=str(target.get("summary", "")),
+        chosen=None
+        if not chosen
+        else ChosenHost(
+            candidate=chosen["candidate"],
+            target=chosen["target"],
+            address=chosen.get("address"),
+            port=chosen.get("port"),
+            transport=chosen.get("transport"),
+        ),
+        attempts=tuple(
+            PlacementAttempt(a["candidate"], a["target"], a["outcome"], a.get("message", ""))
+            for a in target.get("attempts", [])
+        ),
+        candidates=tuple(
+            CandidateRow(
+                candidate=row["candidate"],
+                target=row["target"],
+                status=row["status"],
+                rank=row.get("rank", 0),
+                refusal=row.get("refusal"),
+                reasons=tuple(row.get("reasons", ())),
+                size=row.get("size"),
+                location=row.get("location"),
+                price_hourly=row.get("price_hourly"),
+                estimated_ready_s=row.get("estimated_ready_s"),
+            )
+            for row in rows
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,14 @@ import pytest
 
 from orchestrator.report.run_report import write_reports
 from orchestrator.report.svg import STATUS_COLOURS
-from tests.support.chromium import Image, decode_png, dump_dom, require_chromium, screenshot
+from tests.support.chromium import (
+    Image,
+    decode_png,
+    dump_dom,
+    print_pdf,
+    require_chromium,
+    screenshot,
+)
 from tests.support.report_samples import drill_report, empty_report
 
 WIDTH, HEIGHT = 1280, 2000
@@ -90,6 +97,14 @@ def test_an_empty_run_still_renders_its_frame_and_says_why(rendered):
     assert '<svg id="timeline"' in dom and "No steps recorded for this run" in dom
     inked = image.width * image.height - image.count(white)
     assert inked > 0.01 * image.width * image.height
+
+
+def test_the_report_prints_to_a_few_pages(tmp_path):
+    files = write_reports(tmp_path / "run", drill_report())
+    pdf = print_pdf(files.html, tmp_path / "report.pdf", tmp_path / "profile")
+    assert pdf.startswith(b"%PDF")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    assert 2 <= pages <= 12, f"{pages} pages"
 
 
 def test_the_example_in_the_docs_comes_from_the_script(tmp_path):

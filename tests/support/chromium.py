@@ -100,6 +100,18 @@ def screenshot(
     return png.read_bytes()
 
 
+def print_pdf(html: Path, pdf: Path, profile: Path) -> bytes:
+    """The page printed to PDF, as a person pressing Print would get it (A4 by the page's CSS)."""
+    binary = require_chromium()
+    _run(
+        binary,
+        ["--no-pdf-header-footer", f"--print-to-pdf={pdf}", html.resolve().as_uri()],
+        profile,
+    )
+    assert pdf.is_file(), f"chromium wrote no PDF at {pdf}"
+    return pdf.read_bytes()
+
+
 def dump_dom(html: Path, profile: Path) -> str:
     """The DOM Chromium built from the page, serialised."""
     binary = require_chromium()

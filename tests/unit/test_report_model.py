@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from orchestrator.cli import _print_summary
 from orchestrator.clock import FrozenClock
 from orchestrator.errors import ConfigError
+from orchestrator.placement.probe import (
+    ProbeReport,
+    ProbeResult,
+    ProvisionAttempt,
+    Requirements,
+)
 from orchestrator.report.model import (
     SCHEMA_VERSION,
     DataGroup,
@@ -23,6 +31,7 @@ from orchestrator.report.model import (
 )
 from orchestrator.report.run_report import (
     build_report,
+    placement_from_target,
     report_from_journal,
     write_report_json,
     write_reports,
@@ -300,3 +309,69 @@ def test_write_reports_publishes_all_three_files(journal_run, tmp_path):
     legacy = tmp_path / "legacy.json"
     write_report_json(legacy, {"run_id": run_id})
     assert json.loads(legacy.read_text()) == {"run_id": run_id}
+
+
+def test_the_runners_placement_dict_becomes_the_placement_part():
+    probe = ProbeReport(
+        requirements=Requirements(),
+        probed_at=START,
+        budget_s=120,
+        elapsed_s=3.2,
+        results=[
+            ProbeResult("b-cloud", "s-4vcpu-8gb", "fit", rank=1, estimated_ready_s=60.0),
+            ProbeResult(
+                "a-cloud", "s-4vcpu-8gb", "refused", ["no capacity"], "no_capacity", rank=2
+            ),
+        ],
+    )
+    target = {
+        "probe": json.loads(probe.to_json()),
+        "attempts": [
+            dataclasses.asdict(ProvisionAttempt("a-cloud", "s-4vcpu-8gb", "no_capacity", "full")),
+            dataclasses.asdict(ProvisionAttempt("b-cloud", "s-4vcpu-8gb", "ready")),
+        ],
+        "chosen": {
+            "candidate": "b-cloud",
+            "target": "s-4vcpu-8gb",
+            "address": "127.0.0.5",
+            "port": 2222,
+            "transport": "ssh",
+        },
+        "summary": "b-cloud (s-4vcpu-8gb) after 1 refusal(s)",
+    }
+    placement = placement_from_target(target)
+    assert placement is not None and placement.chosen is not None
+    assert placement.chosen.address == "127.0.0.5" and placement.chosen.port == 2222
+    assert [(a.candidate, a.outcome) for a in placement.attempts] == [
+        ("a-cloud", "no_capacity"),
+        ("b-cloud", "ready"),
+    ]
+    assert [(c.rank, c.candidate, c.status) for c in placement.candidates] == [
+        (1, "b-cloud", "fit"),
+        (2, "a-cloud", "refused"),
+    ]
+    assert placement.candidates[1].reasons == ("no capacity",)
+    report = dataclasses.replace(export_report(), placement=placement)
+    assert RunReport.from_json(report.to_json()) == report
+    assert placement_from_target({}) is None
+
+
+def test_every_field_report_json_holds_is_documented():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report-json.md").read_text()
+    documented = {
+        word for quoted in re.findall(r"`([^`]+)`", doc) for word in re.findall(r"\w+", quoted)
+    }
+
+    def keys(value, into):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                into.add(key)
+                keys(inner, into)
+        elif isinstance(value, list):
+            for inner in value:
+                keys(inner, into)
+        return into
+
+    written = keys(json.loads(drill_report().to_json()), set())
+    written |= keys(json.loads(export_report().to_json()), set())
+    assert written - documented == set()
