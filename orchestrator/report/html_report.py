@@ -513,9 +513,13 @@ def _throughput(report: RunReport, axis: TimeAxis) -> str:
             (frame.x(axis.fraction(at)), frame.y(value / top))
             for at, value in downsample(points, MAX_POINTS)
         ]
+        # A single sample is a dot: a one-point line would draw nothing.
+        drawn = polyline(coords, "rate", colour) + "".join(
+            f'<circle cx="{num(x)}" cy="{num(y)}" r="2.5" fill="{colour}"/>'
+            for x, y in (coords if len(coords) == 1 else [])
+        )
         parts.append(
-            f'<g id="throughput-{index}" class="kind-series"><title>{esc(kind)}</title>'
-            f"{polyline(coords, 'rate', colour)}</g>"
+            f'<g id="throughput-{index}" class="kind-series"><title>{esc(kind)}</title>{drawn}</g>'
         )
         legend.append(f'<span style="color:{colour}">&#9644;</span> {esc(kind)}')
     if not series:

@@ -16,9 +16,11 @@ from orchestrator.report.model import (
     Deadline,
     DnsStep,
     FailedItem,
+    ProjectionSample,
     ReplayStep,
     RunReport,
     Step,
+    ThroughputSample,
 )
 from orchestrator.report.svg import build_axis, downsample
 from tests.support.report_samples import START, drill_report, empty_report, export_report
@@ -203,3 +205,28 @@ def test_a_deadline_before_the_finish_is_drawn_inside_the_run():
         < lines["marker-deadline"]
         < lines["marker-end"]
     )
+
+
+def test_a_report_written_mid_run_draws_the_open_step_to_now():
+    report = RunReport(
+        run_id="live",
+        command="migrate",
+        status="running",
+        started_at=START,
+        steps=(
+            Step("inventory", "inventory", "done", START, START + timedelta(seconds=20)),
+            Step("export:s3", "export:s3", "running", START + timedelta(seconds=20), None),
+        ),
+        throughput=(ThroughputSample(START + timedelta(seconds=40), "s3", 1e6),),
+        projections=(
+            ProjectionSample(START + timedelta(seconds=40), START + timedelta(minutes=5)),
+        ),
+    )
+    page = render_html(report)
+    timeline = svgs(page)["timeline"]
+    open_bar = next(e for e in timeline.iter() if e.get("id") == "step-1")
+    assert "open" in open_bar.get("class") and float(open_bar.get("width")) > 10
+    assert "marker-end" not in {e.get("id") for e in timeline.iter()}
+    assert "Still running" in page
+    dots = [e for e in svgs(page)["throughput"].iter() if e.tag == "circle"]
+    assert len(dots) == 1
