@@ -406,13 +406,13 @@ def _projection_chart(report: RunReport, axis: TimeAxis) -> str:
     if report.deadline is not None:
         markers += [report.deadline.cutoff, report.deadline.at]
     y_axis = build_axis(report.started_at, axis.segments[0].end, markers)
-    frame = Frame(LABEL_WIDTH, 16, PLOT_WIDTH, 170)
+    frame = Frame(LABEL_WIDTH, 30, PLOT_WIDTH, 170)
     height = frame.top + frame.height + 24
     parts = [
         f'<svg id="projection" role="img" aria-label="projected finish over the run" '
         f'viewBox="0 0 {num(SVG_WIDTH)} {num(height)}" xmlns="http://www.w3.org/2000/svg">',
-        f'<text class="row-label" x="{num(LABEL_WIDTH - 8)}" y="{num(frame.top + 10)}" '
-        f'text-anchor="end">projected finish</text>',
+        f'<text class="marker-label" x="{num(frame.left)}" y="{num(frame.top - 16)}">'
+        "Projected finish (offset from the start), as projected at each moment of the run</text>",
     ]
     parts.extend(axis_lines(axis, frame))
     for fraction, label in y_axis.ticks():
@@ -442,7 +442,8 @@ def _projection_chart(report: RunReport, axis: TimeAxis) -> str:
         (frame.x(axis.fraction(t)), frame.y(y_axis.fraction(t)))
         for t in _spread(report.started_at, axis.segments[0].end, 24)
     ]
-    parts.append(polyline(now_points, "now-line", "#bdbdbd"))
+    if samples:
+        parts.append(polyline(now_points, "now-line", "#bdbdbd"))
     drawn = False
     for css_class, colour, pick in (
         ("p90", "#6a1b9a", lambda s: s.p90_finish),
@@ -499,7 +500,7 @@ def _throughput(report: RunReport, axis: TimeAxis) -> str:
         f'viewBox="0 0 {num(SVG_WIDTH)} {num(height)}" xmlns="http://www.w3.org/2000/svg">'
     ]
     parts.extend(axis_lines(axis, frame))
-    for i in range(5):
+    for i in range(5 if series else 0):
         value = top * i / 4
         y = frame.y(i / 4)
         parts.append(
@@ -1003,4 +1004,6 @@ def _span(seconds: float | None) -> str:
 
 
 def _not_in_run(report: RunReport, why: str) -> str:
-    return f'<p class="empty-note">Not part of this run (exitplan {esc(report.command)}): {esc(why)}.</p>'
+    if report.command == "export":
+        return f'<p class="empty-note">Not part of exitplan export: {esc(why)}.</p>'
+    return f'<p class="empty-note">Nothing recorded in this run: {esc(why)}.</p>'
