@@ -417,10 +417,10 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
         if step["status"] in ("failed", "cancelled"):
             print(f"  step {step['name']}: {step['status']}: {step['detail']}")
     deadline = report["deadline"]
-    if deadline.get("deadline"):
+    if deadline:
         verdict = "met" if deadline["met"] else "MISSED"
         print(
-            f"  deadline {deadline['deadline']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})"
+            f"  deadline {deadline['at']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})"
         )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")

@@ -1,8 +1,10 @@
-"""Reports of a run: what was saved, how many bytes, how long, the deadline margin.
+"""Reports of a run from the journal, and writing them where people and CI find them.
 
-``build_report`` reads the journal (never holding item lists) and returns a
-JSON-able dict; ``write_report_json`` publishes it atomically. Reports hold
-names, counts and checksums, never secret values.
+``report_from_journal`` reads the journal (never holding item lists) and
+returns a ``RunReport``; ``build_report`` is the same as the JSON-able dict
+the current runner expects; ``write_reports`` publishes report.json,
+junit.xml and report.html atomically. Reports hold names, counts and
+checksums, never secret values.
 """
 
 from __future__ import annotations
@@ -10,12 +12,98 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.run.deadline import format_duration
+from orchestrator.report.html_report import render_html
+from orchestrator.report.junit import render_junit
+from orchestrator.report.model import (
+    CandidateRow,
+    ChosenHost,
+    DataGroup,
+    Deadline,
+    DestinationInfo,
+    FailedItem,
+    Placement,
+    PlacementAttempt,
+    PlanEntry,
+    RunReport,
+    Step,
+)
 from orchestrator.run.journal import Journal
+
+
+def report_from_journal(
+    journal: Journal,
+    run_id: str,
+    *,
+    finished_at: datetime,
+    status: str,
+    safety_margin: timedelta,
+    destinations: list[dict[str, str]],
+    plan: list[dict[str, Any]],
+    exit_code: int | None = None,
+) -> RunReport:
+    """What the journal knows of ``run_id``: steps, per-kind counts, failures, the deadline.
+
+    The journal counts per kind, not per tier, so each kind is one data
+    group with ``tier`` None. Parts the journal does not hold (projections,
+    placement, replay, DNS, drill figures) are left empty for the runner to
+    add with ``dataclasses.replace``.
+    """
+    run = journal.get_run(run_id)
+    assert run is not None, f"run {run_id} is not in the journal"
+    data = tuple(
+        DataGroup(
+            kind=p.kind,
+            tier=None,
+            listing_done=p.listing_done,
+            listed_items=p.listed_items,
+            listed_bytes=p.listed_bytes,
+            verified_items=p.done_items,
+            verified_bytes=p.done_bytes,
+            already_verified_items=p.skipped_items,
+            already_verified_bytes=p.skipped_bytes,
+            transferred_bytes=p.copied_bytes,
+            failed_items=p.failed_items,
+            failed_bytes=p.failed_bytes,
+        )
+        for p in journal.progress(run_id)
+    )
+    steps = tuple(
+        Step(
+            id=record.step,
+            name=record.step,
+            status=record.status,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            detail=record.detail,
+        )
+        for record in journal.steps(run_id)
+    )
+    return RunReport(
+        run_id=run_id,
+        command=run.command,
+        status=status,
+        exit_code=exit_code,
+        started_at=run.started_at,
+        finished_at=finished_at,
+        deadline=None
+        if run.deadline is None
+        else Deadline(at=run.deadline, safety_margin_s=safety_margin.total_seconds()),
+        steps=steps,
+        plan=tuple(
+            PlanEntry(order=e["order"], kind=e["kind"], first_tier_rank=e.get("first_tier_rank"))
+            for e in plan
+        ),
+        destinations=tuple(DestinationInfo(d["name"], d["where"]) for d in destinations),
+        data=data,
+        failed=tuple(
+            FailedItem(destination=d, key=k, error=e) for d, k, e in journal.failed_items(run_id)
+        ),
+    )
 
 
 def build_report(
@@ -27,79 +115,104 @@ def build_report(
     safety_margin: timedelta,
     destinations: list[dict[str, str]],
     plan: list[dict[str, Any]],
-    seams: dict[str, str],
+    seams: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    run = journal.get_run(run_id)
-    assert run is not None, f"run {run_id} is not in the journal"
-    kinds = []
-    totals = {"saved_items": 0, "saved_bytes": 0, "copied_bytes": 0, "failed_items": 0}
-    for progress in journal.progress(run_id):
-        saved_items = progress.done_items + progress.skipped_items
-        saved_bytes = progress.done_bytes + progress.skipped_bytes
-        kinds.append(
-            {
-                "kind": progress.kind,
-                "listed_items": progress.listed_items,
-                "listed_bytes": progress.listed_bytes,
-                "saved_items": saved_items,
-                "saved_bytes": saved_bytes,
-                "copied_this_run_items": progress.done_items,
-                "copied_this_run_bytes": progress.copied_bytes,
-                "already_verified_items": progress.skipped_items,
-                "failed_items": progress.failed_items,
-                "complete": progress.listing_done and saved_items == progress.listed_items,
-            }
-        )
-        totals["saved_items"] += saved_items
-        totals["saved_bytes"] += saved_bytes
-        totals["copied_bytes"] += progress.copied_bytes
-        totals["failed_items"] += progress.failed_items
-    duration = finished_at - run.started_at
-    deadline_view: dict[str, Any] = {"deadline": None}
-    if run.deadline is not None:
-        margin = run.deadline - finished_at
-        deadline_view = {
-            "deadline": run.deadline.isoformat(),
-            "safety_margin": format_duration(safety_margin),
-            "margin_left": format_duration(margin),
-            "margin_left_seconds": round(margin.total_seconds(), 3),
-            "met": margin >= safety_margin,
-        }
-    return {
-        "run_id": run_id,
-        "command": run.command,
-        "status": status,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": finished_at.isoformat(),
-        "duration_seconds": round(duration.total_seconds(), 3),
-        "duration": format_duration(duration),
-        "deadline": deadline_view,
-        "plan": plan,
-        "destinations": destinations,
-        "kinds": kinds,
-        "totals": totals,
-        "failed": [
-            {"destination": d, "key": k, "error": e} for d, k, e in journal.failed_items(run_id)
-        ],
-        "steps": [
-            {
-                "name": step.step,
-                "status": step.status,
-                "started_at": step.started_at.isoformat(),
-                "finished_at": step.finished_at.isoformat() if step.finished_at else None,
-                "detail": step.detail,
-            }
-            for step in journal.steps(run_id)
-        ],
-        "next": seams,
-    }
+    """``report_from_journal`` as report.json's dict, for the runner as it is today.
+
+    ``seams`` is accepted and not reported: the skipped steps already carry
+    why each later part of the path did not run.
+    """
+    del seams
+    return report_from_journal(
+        journal,
+        run_id,
+        finished_at=finished_at,
+        status=status,
+        safety_margin=safety_margin,
+        destinations=destinations,
+        plan=plan,
+    ).to_dict()
 
 
-def write_report_json(path: Path, report: dict[str, Any]) -> None:
+def placement_from_target(target: dict[str, Any]) -> Placement | None:
+    """The runner's ``choose_target`` dict (probe ranking, attempts, chosen) as a ``Placement``.
+
+    None when no probe ran (an empty dict). Probe rows keep what a reader
+    needs to see why a candidate won or lost; probe.json keeps the rest.
+    """
+    if not target:
+        return None
+    chosen = target.get("chosen")
+    rows = (target.get("probe") or {}).get("results", [])
+    return Placement(
+        summary=str(target.get("summary", "")),
+        chosen=None
+        if not chosen
+        else ChosenHost(
+            candidate=chosen["candidate"],
+            target=chosen["target"],
+            address=chosen.get("address"),
+            port=chosen.get("port"),
+            transport=chosen.get("transport"),
+        ),
+        attempts=tuple(
+            PlacementAttempt(a["candidate"], a["target"], a["outcome"], a.get("message", ""))
+            for a in target.get("attempts", [])
+        ),
+        candidates=tuple(
+            CandidateRow(
+                candidate=row["candidate"],
+                target=row["target"],
+                status=row["status"],
+                rank=row.get("rank", 0),
+                refusal=row.get("refusal"),
+                reasons=tuple(row.get("reasons", ())),
+                size=row.get("size"),
+                location=row.get("location"),
+                price_hourly=row.get("price_hourly"),
+                estimated_ready_s=row.get("estimated_ready_s"),
+            )
+            for row in rows
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    json: Path
+    junit: Path
+    html: Path
+
+
+def write_reports(directory: Path, report: RunReport) -> ReportFiles:
+    """Write report.json, junit.xml and report.html into ``directory``, each atomically."""
+    files = ReportFiles(
+        json=directory / "report.json",
+        junit=directory / "junit.xml",
+        html=directory / "report.html",
+    )
+    _publish(files.json, report.to_json())
+    _publish(files.junit, render_junit(report))
+    _publish(files.html, render_html(report))
+    return files
+
+
+def write_report_json(path: Path, report: dict[str, Any] | RunReport) -> None:
     """Write ``report`` to ``path`` atomically (a reader never sees half a report)."""
+    if isinstance(report, RunReport):
+        text = report.to_json()
+    else:
+        text = json.dumps(report, indent=2, sort_keys=False) + "\n"
+    _publish(path, text)
+
+
+def _publish(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
