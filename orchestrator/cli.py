@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -405,14 +405,14 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
     )
     for destination in report["destinations"]:
         print(f"  destination {destination['name']}: {destination['where']}")
-    if report.get("placement"):
-        place = report["placement"]
+    chosen = (report.get("placement") or {}).get("chosen")
+    if chosen:
         where = (
             "this machine"
-            if place["transport"] == "local"
-            else f"{place['address']}:{place['port']}"
+            if chosen["transport"] == "local"
+            else f"{chosen['address']}:{chosen['port']}"
         )
-        print(f"  host: {place['candidate']} ({place['target']}) at {where}")
+        print(f"  host: {chosen['candidate']} ({chosen['target']}) at {where}")
     for step in report["steps"]:
         if step["status"] in ("failed", "cancelled"):
             print(f"  step {step['name']}: {step['status']}: {step['detail']}")
@@ -424,13 +424,90 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
         )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
-    if report.get("undo"):
+    if report.get("to_roll_back"):
         print(
-            f"  {len(report['undo'])} thing(s) created outside the workspace; `exitplan rollback {report['run_id']}` removes them"
+            f"  {len(report['to_roll_back'])} thing(s) created outside the workspace; `exitplan rollback {report['run_id']}` removes them"
         )
-    print(f"  report: {path}")
+    print(f"  report: {path} (junit.xml and report.html beside it)")
     if report["status"] != "done":
         print("  carry on with: exitplan resume " + report["run_id"])
+
+
+def cmd_drill(args: argparse.Namespace, clock: Clock) -> int:
+    """exitplan drill: the whole path into scratch targets, timed, judged, cleaned up."""
+    from orchestrator.run.commands import settings_for
+    from orchestrator.run.deadline import parse_duration
+
+    if args.what == "history":
+        return cmd_drill_history(args, clock)
+    config = _load(args)
+    notice = parse_duration(args.notice, "--notice")
+    if notice.total_seconds() <= 0:
+        raise ConfigError("--notice: must be longer than 0, e.g. --notice 30h")
+    settings = replace(
+        settings_for(
+            "drill",
+            config,
+            deadline=clock.now() + notice,
+            kinds=_kinds(getattr(args, "only", None)),
+            sandbox_base=Path.cwd(),
+        ),
+        scenario=args.scenario,
+        notice_s=notice.total_seconds(),
+    )
+    return _execute(args, clock, config, settings, resume_run_id=None)
+
+
+def cmd_drill_history(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.drill.history import overdue_warning, trend
+    from orchestrator.run.commands import existing_journal
+
+    config = _load(args)
+    with existing_journal(config) as journal:
+        records = journal.drills()
+    every = getattr(getattr(config, "drill", None), "every", None)
+    summary = trend(records)
+    warning = overdue_warning(records, every, clock.now())
+    if args.output == "json":
+        data = {
+            "drills": [
+                {
+                    "run_id": r.run_id,
+                    "scenario": r.scenario,
+                    "started_at": r.started_at.isoformat(),
+                    "finished_at": r.finished_at.isoformat(),
+                    "passed": r.passed,
+                    **dict(r.figures),
+                }
+                for r in records
+            ],
+            "trend": {
+                "drills": summary.drills,
+                "rto_s_per_gib": summary.rto_s_per_gib,
+                "rto_change_s": summary.rto_change_s,
+                "last_passed_at": summary.last_passed_at.isoformat()
+                if summary.last_passed_at
+                else None,
+            },
+            "warning": warning,
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    if not records:
+        print("no drills yet: run `exitplan drill`")
+    for r in records:
+        rto = r.figures.get("rto_s")
+        rto_text = "service never up" if rto is None else format_duration(timedelta(seconds=rto))
+        moved = _human_bytes(float(r.figures.get("bytes_verified") or 0))
+        verdict = "passed" if r.passed else "FAILED"
+        print(
+            f"{r.started_at:%Y-%m-%d %H:%M} {r.run_id}  {r.scenario:<14} RTO {rto_text:>10}  {moved:>10}  {verdict}"
+        )
+    if summary.rto_s_per_gib is not None:
+        print(f"trend: RTO grows {summary.rto_s_per_gib:.1f} s per GiB moved")
+    if warning:
+        print(f"warning: {warning}")
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
@@ -661,6 +738,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run id (default: the newest)")
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser(
+        "drill",
+        parents=[common],
+        help="run the exit into scratch targets, measure RTO/RPO, clean up, report",
+    )
+    p.add_argument("what", nargs="?", choices=("history",), help="history: the drills kept")
+    p.add_argument(
+        "--scenario",
+        default="stressed-exit",
+        choices=("stressed-exit",),
+        help="stressed-exit: the provider ends the account at short notice",
+    )
+    p.add_argument("--notice", default="30h", help="notice the scenario gives (default 30h)")
+    p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--bwlimit")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_drill)
 
     p = sub.add_parser("status", parents=[common], help="progress and projected finish of a run")
     p.add_argument("run", nargs="?", help="run id (default: the newest)")

@@ -9,20 +9,14 @@ run is measured (RTO, RPO per kind) and judged against the objectives.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from orchestrator.drill.figures import (
-    CleanupOutcome,
-    DrillFigures,
-    DrillObjectives,
-    judge,
-)
 from orchestrator.drill.scratch import ScratchStore, delete_scratch, scratch_name, scratch_prefix
 from orchestrator.export.transfer import Destination
+from orchestrator.report.model import CleanupOutcome, DrillFigures, RpoFigure, RunReport
 from orchestrator.run.serde import to_json
 from orchestrator.run.steps import RunContext
 from orchestrator.run.undo import UndoContext, rollback
@@ -57,7 +51,7 @@ def clean_up(run: RunContext, context: UndoContext) -> tuple[CleanupOutcome, ...
             CleanupOutcome(
                 f"{deleted} scratch object(s) at {store.describe()}",
                 "failed" if stuck else "removed",
-                "; ".join(stuck[:5]),
+                "; ".join(stuck[:5]) or None,
             )
         )
     return tuple(outcomes)
@@ -79,49 +73,36 @@ def health_green_at(outputs: Mapping[str, Any]) -> datetime | None:
     return healthy if isinstance(healthy, datetime) else None
 
 
-def measure(
-    run: RunContext,
-    *,
-    scenario: str,
-    started_at: datetime,
-    notice_s: float,
-    objectives: DrillObjectives,
-    cleanup: tuple[CleanupOutcome, ...],
-) -> DrillFigures:
-    counts = run.journal.item_counts(run.run_id)
-    healthy = health_green_at(run.outputs)
-    rto_s = (healthy - started_at).total_seconds() if healthy is not None else None
-    rpo_s = {
-        kind: max(0.0, (started_at - as_of).total_seconds())
-        for kind, as_of in newest_data(run).items()
-    }
-    replay = run.outputs.get("replay")
-    restored = dict(getattr(replay, "restored_rows", {}) or {})
-    figures = DrillFigures(
-        scenario=scenario,
-        started_at=started_at,
-        rto_s=rto_s,
-        rpo_s=rpo_s,
+def measure(run: RunContext, *, notice_s: float) -> DrillFigures:
+    """What the drill measured: when the service was healthy and how new its data is.
+
+    RTO and RPO themselves are derived from these facts by the report model
+    (``RunReport.rto_s`` / ``rpo_s``), which also judges them against the
+    objectives.
+    """
+    return DrillFigures(
+        service_healthy_at=health_green_at(run.outputs),
+        rpo=tuple(
+            RpoFigure(kind, as_of, f"newest {kind} data verified at the destination")
+            for kind, as_of in sorted(newest_data(run).items())
+        ),
         notice_s=notice_s,
-        items_verified=counts.get("verified", 0),
-        bytes_verified=run.journal.verified_bytes(run.run_id),
-        items_failed=counts.get("failed", 0),
-        items_descoped=counts.get("descoped", 0),
-        restored_rows=restored,
-        cleanup=cleanup,
     )
-    results = judge(
-        rto_s=rto_s, rpo_s=rpo_s, notice_s=notice_s, objectives=objectives, cleanup=cleanup
-    )
-    return DrillFigures(**{**figures.__dict__, "objectives": results})
 
 
-def keep(run: RunContext, figures: DrillFigures, finished_at: datetime) -> None:
+def keep(run: RunContext, report: RunReport) -> None:
+    """Keep the drill's figures in the journal for `drill history` and the trend."""
+    checks = report.objective_checks()
     run.journal.record_drill(
         run.run_id,
-        scenario=figures.scenario,
-        started_at=figures.started_at,
-        finished_at=finished_at,
-        passed=figures.passed,
-        figures=json.loads(json.dumps(to_json(figures))),
+        scenario=report.scenario or "",
+        started_at=report.started_at,
+        finished_at=report.finished_at or run.clock.now(),
+        passed=report.exit_code == 0,
+        figures={
+            "rto_s": report.rto_s,
+            "bytes_verified": report.totals()["saved_bytes"],
+            "status": report.status,
+            "objectives": [to_json(c) for c in checks],
+        },
     )

@@ -209,6 +209,10 @@ class ChosenHost:
     address: str | None = None
     port: int | None = None
     transport: str | None = None
+    user: str | None = None
+    node_id: str | None = None
+    #: The pinned host key's fingerprint (``SHA256:...``); None for this machine.
+    host_key_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -388,6 +392,12 @@ class RunReport:
     trend: tuple[TrendPoint, ...] = ()
     prediction_errors: tuple[PredictionError, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: Why the run was stopped early (the deadline, Ctrl-C, SIGTERM), if it was.
+    stopped_by: str | None = None
+    #: Steps this invocation took from the journal instead of running them (a resume).
+    reused_steps: tuple[str, ...] = ()
+    #: What the run created outside its workspace that `exitplan rollback` would remove.
+    to_roll_back: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -619,6 +629,9 @@ class RunReport:
             "trend": stored["trend"],
             "prediction_errors": predictions,
             "warnings": stored["warnings"],
+            "stopped_by": stored["stopped_by"],
+            "reused_steps": stored["reused_steps"],
+            "to_roll_back": stored["to_roll_back"],
         }
         missing = set(stored) - set(ordered)
         assert not missing, f"to_dict forgets {sorted(missing)}"

@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orchestrator.placement.probe import ProbeReport
+from orchestrator.placement.steps import PlaceOutput
 from orchestrator.report.html_report import render_html
 from orchestrator.report.junit import render_junit
 from orchestrator.report.model import (
@@ -134,45 +136,43 @@ def build_report(
     ).to_dict()
 
 
-def placement_from_target(target: dict[str, Any]) -> Placement | None:
-    """The runner's ``choose_target`` dict (probe ranking, attempts, chosen) as a ``Placement``.
-
-    None when no probe ran (an empty dict). Probe rows keep what a reader
-    needs to see why a candidate won or lost; probe.json keeps the rest.
-    """
-    if not target:
+def placement_for_report(probe: ProbeReport | None, place: PlaceOutput | None) -> Placement | None:
+    """The probe's ranking, every provisioning attempt and the host chosen; None without a probe."""
+    if probe is None and place is None:
         return None
-    chosen = target.get("chosen")
-    rows = (target.get("probe") or {}).get("results", [])
+    chosen = place.placement if place is not None else None
+    attempts = place.attempts if place is not None else ()
     return Placement(
-        summary=str(target.get("summary", "")),
+        summary="" if chosen is None else chosen.describe(),
         chosen=None
-        if not chosen
+        if chosen is None
         else ChosenHost(
-            candidate=chosen["candidate"],
-            target=chosen["target"],
-            address=chosen.get("address"),
-            port=chosen.get("port"),
-            transport=chosen.get("transport"),
+            candidate=chosen.candidate,
+            target=chosen.target,
+            address=chosen.address,
+            port=chosen.port,
+            transport=chosen.transport,
+            user=chosen.user or None,
+            node_id=chosen.node_id,
+            host_key_fingerprint=chosen.host_key_fingerprint or None,
         ),
         attempts=tuple(
-            PlacementAttempt(a["candidate"], a["target"], a["outcome"], a.get("message", ""))
-            for a in target.get("attempts", [])
+            PlacementAttempt(a.candidate, a.target, a.outcome, a.message) for a in attempts
         ),
         candidates=tuple(
             CandidateRow(
-                candidate=row["candidate"],
-                target=row["target"],
-                status=row["status"],
-                rank=row.get("rank", 0),
-                refusal=row.get("refusal"),
-                reasons=tuple(row.get("reasons", ())),
-                size=row.get("size"),
-                location=row.get("location"),
-                price_hourly=row.get("price_hourly"),
-                estimated_ready_s=row.get("estimated_ready_s"),
+                candidate=row.candidate,
+                target=row.target,
+                status=row.status,
+                rank=row.rank,
+                refusal=row.refusal,
+                reasons=tuple(row.reasons),
+                size=row.size,
+                location=row.location,
+                price_hourly=row.price_hourly,
+                estimated_ready_s=row.estimated_ready_s,
             )
-            for row in rows
+            for row in (probe.results if probe is not None else ())
         ),
     )
 

@@ -23,13 +23,21 @@ from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, default_sandbox_config, load_config
+from orchestrator.drill.run import clean_up, keep, measure, scratch_destinations
 from orchestrator.errors import Cancelled, ConfigError
 from orchestrator.events import EventBus
 from orchestrator.export.exporters.base import exporter_kinds
-from orchestrator.export.steps import ExportStep, ManifestStep, PlanStep
+from orchestrator.export.steps import ExportStep, ManifestStep, PlanOutput, PlanStep
 from orchestrator.export.transfer import Destination
-from orchestrator.placement.steps import InventoryStep, PlaceStep, ProbeStep
-from orchestrator.report.run_report import build_report, write_report_json
+from orchestrator.placement.probe import ProbeReport
+from orchestrator.placement.steps import InventoryStep, PlaceOutput, PlaceStep, ProbeStep
+from orchestrator.report.model import CleanupOutcome, Objectives, RunReport, TrendPoint
+from orchestrator.report.recorder import ReportRecorder
+from orchestrator.report.run_report import (
+    placement_for_report,
+    report_from_journal,
+    write_reports,
+)
 from orchestrator.run.cancel import CancelReason, CancelToken
 from orchestrator.run.deadline import Deadline
 from orchestrator.run.journal import Journal, RunRecord
@@ -69,6 +77,9 @@ class RunSettings:
     kinds: tuple[str, ...] | None
     concurrency: int
     bwlimit: int | None
+    #: Drills only: the scenario (``stressed-exit``) and the notice it gives, in seconds.
+    scenario: str | None = None
+    notice_s: float | None = None
 
     @property
     def deadline_value(self) -> Deadline | None:
@@ -132,7 +143,7 @@ def check_kinds(kinds: tuple[str, ...]) -> None:
 
 
 def plan_for(settings: RunSettings) -> Plan:
-    """The steps of a command, in order (see the module docstring)."""
+    """The steps of a command, in order (see the module docstring); a drill's are migrate's."""
     plan_step = PlanStep(settings.kinds)
     if settings.command == "export":
         return [plan_step, ExportStep(), ManifestStep()]
@@ -326,16 +337,22 @@ def execute_run(
         if config.source.aws.sandbox:
             config = with_sandbox_recipient(config)
         run = _context(config, settings, run_id, journal, events, clock, cancel, checked)
+        if settings.command == "drill":
+            # Never the real destinations: a scratch prefix of each, cleaned up at the end.
+            run.open_destinations = lambda: scratch_destinations(run_id, open_destinations(config))
         run.directory.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(run.directory / "exitplan.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
+        recorder = ReportRecorder(clock)
+        events.subscribe(recorder)
         watchdog = Watchdog(run.deadline, clock, cancel).start() if run.deadline else None
         try:
             runner = Runner(run, plan_for(settings))
             with contextlib.suppress(Cancelled):
                 runner.execute()
-            return _finish(run, settings, runner)
+            cleanup = _drill_cleanup(run, config, clock) if settings.command == "drill" else ()
+            return _finish(run, settings, runner, recorder, cleanup)
         finally:
             if watchdog is not None:
                 watchdog.stop()
@@ -346,7 +363,31 @@ def execute_run(
         journal.close()
 
 
-def _finish(run: RunContext, settings: RunSettings, runner: Runner) -> RunOutcome:
+def _drill_cleanup(run: RunContext, config: Config, clock: Clock) -> tuple[CleanupOutcome, ...]:
+    """Remove everything the drill made, journaled as the step ``cleanup`` (it can fail)."""
+    run.journal.start_step(run.run_id, "cleanup")
+    context = UndoContext(config, clock, open_source=lambda: open_source(config))
+    try:
+        outcomes = clean_up(run, context)
+    finally:
+        context.close()
+    failed = [o for o in outcomes if o.status != "removed"]
+    run.journal.finish_step(
+        run.run_id,
+        "cleanup",
+        "failed" if failed else "done",
+        f"{len(outcomes) - len(failed)} removed, {len(failed)} left behind",
+    )
+    return outcomes
+
+
+def _finish(
+    run: RunContext,
+    settings: RunSettings,
+    runner: Runner,
+    recorder: ReportRecorder,
+    cleanup: tuple[CleanupOutcome, ...] = (),
+) -> RunOutcome:
     finished = run.clock.now()
     counts = run.journal.item_counts(run.run_id)
     failed_steps = [r.step for r in runner.results.values() if r.status == "failed"]
@@ -365,38 +406,94 @@ def _finish(run: RunContext, settings: RunSettings, runner: Runner) -> RunOutcom
     destinations = []
     with contextlib.suppress(Exception):  # a destination that never opened has nothing to show
         destinations = [{"name": d.name, "where": d.store.describe()} for d in run.destinations()]
-    report = build_report(
+    recorder.close()
+    plan = run.outputs.get("plan")
+    report = report_from_journal(
         run.journal,
         run.run_id,
         finished_at=finished,
         status=status,
         safety_margin=timedelta(seconds=settings.safety_margin_s),
         destinations=destinations,
-        plan=[to_json(k) for k in getattr(run.outputs.get("plan"), "kinds", ())],
-        seams={},
+        plan=[to_json(k) for k in plan.kinds] if isinstance(plan, PlanOutput) else [],
+        exit_code=code,
     )
-    report["exit_code"] = code
-    # What this invocation did with each step: a resumed run shows "reused" for the
-    # steps an earlier invocation finished (no second inventory, probe or server).
-    report["this_invocation"] = [
-        {"step": r.step, "status": r.status, "detail": r.detail} for r in runner.results.values()
-    ]
-    report["cancelled"] = run.cancel.describe() if run.cancel.is_set() else None
-    report["warnings"] = list(getattr(run.outputs.get("export"), "warnings", ()))
-    place = run.outputs.get("place")
-    report["placement"] = to_json(place.placement) if place is not None else None
     probe = run.outputs.get("probe")
-    report["probe"] = (
-        {"fitting": len(probe.fitting), "results": len(probe.results)} if probe else None
+    place = run.outputs.get("place")
+    report = replace(
+        report,
+        placement=placement_for_report(
+            probe if isinstance(probe, ProbeReport) else None,
+            place if isinstance(place, PlaceOutput) else None,
+        ),
+        projections=recorder.projections(),
+        throughput=recorder.throughput(),
+        warnings=recorder.warnings(),
+        stopped_by=run.cancel.describe() if run.cancel.is_set() else None,
+        reused_steps=tuple(r.step for r in runner.results.values() if r.status == "reused"),
+        to_roll_back=tuple(
+            e.description for e in run.journal.undo_entries(run.run_id, ("pending", "failed"))
+        ),
     )
-    report["attempts"] = to_json(place.attempts) if place is not None else []
-    report["undo"] = [
-        {"kind": e.kind, "description": e.description, "state": e.state}
-        for e in run.journal.undo_entries(run.run_id, ("pending", "failed"))
-    ]
-    report_path = run.directory / "report.json"
-    write_report_json(report_path, report)
-    return RunOutcome(run.run_id, status, code, report, report_path)
+    if settings.command == "drill":
+        report, status, code = _judge_drill(run, settings, report, cleanup, status, code)
+        run.journal.finish_run(run.run_id, status)
+    files = write_reports(run.directory, report)
+    return RunOutcome(run.run_id, status, code, report.to_dict(), files.json)
+
+
+def _judge_drill(
+    run: RunContext,
+    settings: RunSettings,
+    report: RunReport,
+    cleanup: tuple[CleanupOutcome, ...],
+    status: str,
+    code: int,
+) -> tuple[RunReport, str, int]:
+    """A drill's figures and objectives; exit 3 when one is missed, 1 when cleanup failed."""
+    objectives = getattr(run.config, "drill", None)
+    report = replace(
+        report,
+        scenario=settings.scenario,
+        drill=measure(run, notice_s=settings.notice_s or 0.0),
+        objectives=None
+        if objectives is None
+        else Objectives(
+            rto_s=objectives.rto.total_seconds() if objectives.rto else None,
+            rpo_s=objectives.rpo.total_seconds() if objectives.rpo else None,
+            every_s=objectives.every.total_seconds() if objectives.every else None,
+        ),
+        cleanup=cleanup,
+        trend=tuple(
+            TrendPoint(
+                r.run_id,
+                r.started_at,
+                str(r.figures.get("status", "")),
+                r.figures.get("rto_s"),
+                r.figures.get("bytes_verified"),
+            )
+            for r in run.journal.drills()
+            if r.run_id != run.run_id
+        ),
+    )
+    missed = [c.name for c in report.objective_checks() if c.met is False and c.name != "deadline"]
+    if report.rto_s is None:
+        missed.insert(0, "service never healthy")
+    if code == EXIT_OK and missed:
+        status, code = "objective-missed", EXIT_DEADLINE_MISSED
+    if any(c.status != "removed" for c in cleanup) and code in (EXIT_OK, EXIT_DEADLINE_MISSED):
+        status, code = "failed", EXIT_FAILED
+    report = replace(report, status=status, exit_code=code, verdict=_verdict(status, missed))
+    keep(run, report)
+    return report, status, code
+
+
+def _verdict(status: str, missed: list[str]) -> str:
+    if status == "done":
+        return "passed: the exit plan works"
+    if missed:
+        return "failed: missed " + ", ".join(missed)
+    return f"failed: {status}"
 
 
 def sweep_leftovers(journal: Journal, config: Config, clock: Clock) -> list[UndoOutcome]:

@@ -83,16 +83,19 @@ def test_migrate_falls_back_to_the_next_candidate_and_rollback_removes_the_serve
     settings = settings_for("migrate", config, deadline=deadline, kinds=("route53",))
     result = execute_run(config, settings)
     assert result.exit_code == 0, result.report["steps"]
-    assert [(a["candidate"], a["outcome"]) for a in result.report["attempts"]] == [
+    placement = result.report["placement"]
+    ranked = [row["candidate"] for row in placement["candidates"] if row["status"] == "fit"]
+    assert ranked == ["a-cloud", "b-cloud"]
+    assert [(a["candidate"], a["outcome"]) for a in placement["attempts"]] == [
         ("a-cloud", "no_capacity"),
         ("b-cloud", "ready"),
     ]
-    placement = result.report["placement"]
-    assert placement["candidate"] == "b-cloud"
-    assert placement["host_key_fingerprint"].startswith("SHA256:")
+    chosen = placement["chosen"]
+    assert chosen["candidate"] == "b-cloud"
+    assert chosen["host_key_fingerprint"].startswith("SHA256:")
     assert len(second.droplets) == 1 and not first.droplets
     # What the run made outside its workspace is listed, and rollback removes it.
-    assert [u["kind"] for u in result.report["undo"]] == ["server"]
+    assert len(result.report["to_roll_back"]) == 1 and "server" in result.report["to_roll_back"][0]
     with existing_journal(config) as journal:
         _, outcomes = rollback_run(journal, result.run_id, settings_clock(), config=config)
     assert [(o.kind, o.state) for o in outcomes] == [("server", "undone")]

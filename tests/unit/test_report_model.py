@@ -13,12 +13,9 @@ import pytest
 from orchestrator.cli import _print_summary
 from orchestrator.clock import FrozenClock
 from orchestrator.errors import ConfigError
-from orchestrator.placement.probe import (
-    ProbeReport,
-    ProbeResult,
-    ProvisionAttempt,
-    Requirements,
-)
+from orchestrator.placement.probe import ProbeReport, ProbeResult, Requirements
+from orchestrator.placement.provision import Placement, ProvisionAttempt
+from orchestrator.placement.steps import PlaceOutput
 from orchestrator.report.model import (
     SCHEMA_VERSION,
     DataGroup,
@@ -31,7 +28,7 @@ from orchestrator.report.model import (
 )
 from orchestrator.report.run_report import (
     build_report,
-    placement_from_target,
+    placement_for_report,
     report_from_journal,
     write_report_json,
     write_reports,
@@ -311,7 +308,7 @@ def test_write_reports_publishes_all_three_files(journal_run, tmp_path):
     assert json.loads(legacy.read_text()) == {"run_id": run_id}
 
 
-def test_the_runners_placement_dict_becomes_the_placement_part():
+def test_the_placement_steps_outputs_become_the_placement_part():
     probe = ProbeReport(
         requirements=Requirements(),
         probed_at=START,
@@ -324,24 +321,30 @@ def test_the_runners_placement_dict_becomes_the_placement_part():
             ),
         ],
     )
-    target = {
-        "probe": json.loads(probe.to_json()),
-        "attempts": [
-            dataclasses.asdict(ProvisionAttempt("a-cloud", "s-4vcpu-8gb", "no_capacity", "full")),
-            dataclasses.asdict(ProvisionAttempt("b-cloud", "s-4vcpu-8gb", "ready")),
-        ],
-        "chosen": {
-            "candidate": "b-cloud",
-            "target": "s-4vcpu-8gb",
-            "address": "127.0.0.5",
-            "port": 2222,
-            "transport": "ssh",
-        },
-        "summary": "b-cloud (s-4vcpu-8gb) after 1 refusal(s)",
-    }
-    placement = placement_from_target(target)
+    place = PlaceOutput(
+        Placement(
+            candidate="b-cloud",
+            target="s-4vcpu-8gb",
+            provider="digitalocean",
+            node_id="3000001",
+            node_name="exitplan-r1",
+            address="127.0.0.5",
+            port=2222,
+            user="root",
+            host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+            host_key_fingerprint="SHA256:abc",
+            key_file=None,
+            transport="ssh",
+        ),
+        (
+            ProvisionAttempt("a-cloud", "s-4vcpu-8gb", "no_capacity", "full"),
+            ProvisionAttempt("b-cloud", "s-4vcpu-8gb", "ready"),
+        ),
+    )
+    placement = placement_for_report(probe, place)
     assert placement is not None and placement.chosen is not None
     assert placement.chosen.address == "127.0.0.5" and placement.chosen.port == 2222
+    assert placement.chosen.host_key_fingerprint == "SHA256:abc"
     assert [(a.candidate, a.outcome) for a in placement.attempts] == [
         ("a-cloud", "no_capacity"),
         ("b-cloud", "ready"),
@@ -353,7 +356,7 @@ def test_the_runners_placement_dict_becomes_the_placement_part():
     assert placement.candidates[1].reasons == ("no capacity",)
     report = dataclasses.replace(export_report(), placement=placement)
     assert RunReport.from_json(report.to_json()) == report
-    assert placement_from_target({}) is None
+    assert placement_for_report(None, None) is None
 
 
 def test_every_field_report_json_holds_is_documented():
