@@ -595,6 +595,17 @@ def cmd_secrets_decrypt(args: argparse.Namespace, clock: Clock) -> int:
     return 0
 
 
+def cmd_iam_policy(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.export.iam_policy import policy_json, policy_rows
+
+    if args.output == "json":
+        sys.stdout.write(policy_json(allow_snapshots=args.allow_snapshots))
+        return 0
+    for action, access, purpose in policy_rows(allow_snapshots=args.allow_snapshots):
+        print(f"{action:<45} {access:<15} {purpose}")
+    return 0
+
+
 # -- the parser ------------------------------------------------------------
 
 
@@ -666,6 +677,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.add_argument("--budget", type=float, help="seconds the whole probe may take (default 120)")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("iam-policy", help="print the read-only IAM policy the export needs (JSON)")
+    p.add_argument(
+        "--output",
+        choices=("json", "text"),
+        default="json",
+        help="json: the policy document (default); text: each action and what it is for",
+    )
+    p.add_argument(
+        "--allow-snapshots",
+        action="store_true",
+        help="also allow the export's only writes: EBS and RDS snapshots of what has none",
+    )
+    p.set_defaults(func=cmd_iam_policy)
 
     p = sub.add_parser("secrets", help="work with exported secrets bundles")
     secrets_sub = p.add_subparsers(dest="secrets_command", required=True, parser_class=_Parser)

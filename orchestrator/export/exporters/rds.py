@@ -467,11 +467,13 @@ class RdsExporter(Exporter):
             if code != "DBSnapshotAlreadyExists":
                 # Recorded, not raised: the configuration is worth having even
                 # when the snapshot is refused (instance stopped, no permission).
+                reason = f"{code}: {exc.response.get('Error', {}).get('Message', '')}"
                 log.warning("RDS snapshot of %s in %s failed: %s", instance_id, region, code)
-                return {
-                    "id": None,
-                    "error": f"{code}: {exc.response.get('Error', {}).get('Message', '')}",
-                }
+                warning = f"no RDS snapshot of {instance_id} in {region} was taken ({reason})"
+                with self._lock:
+                    if warning not in self._skipped:  # once, however many attempts
+                        self._skipped.append(warning)
+                return {"id": None, "error": reason}
             snap = self._aws(
                 f"describe RDS snapshot {snapshot_id} in {region}",
                 lambda: client.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)[
