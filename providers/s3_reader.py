@@ -150,7 +150,11 @@ def _error(
     code = match.group(1).decode(errors="replace") if match else f"HTTP {status}"
     if is_access_denied(code if match else "", status):
         message = denied_message(
-            "s3", "GetObject", versioned=versioned, detail=f"{code} ({status})"
+            "s3",
+            "GetObject",
+            versioned=versioned,
+            detail=f"{code} ({status})",
+            reason_given=match is not None,
         )
         return FatalError(f"{name}: {message}")
     if status == 503 or status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError"):

@@ -44,6 +44,9 @@ ACCESS_DENIED_CODES = frozenset(
 _XML_CODE = re.compile(r"<Code>([^<]*)</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
+#: Where the hook leaves the missing action in a refused call's error (see missing_action).
+MISSING_ACTION_KEY = "ExitplanMissingAction"
+
 POLICY_VERSION = "2012-10-17"
 #: AWS's limit on a managed policy document, counted without whitespace.
 MANAGED_POLICY_MAX_CHARS = 6144
@@ -510,6 +513,18 @@ def policy_rows(*, allow_snapshots: bool = False) -> list[tuple[str, str, str]]:
 # -- naming a missing permission ---------------------------------------------
 
 
+def missing_action(exc: BaseException) -> str | None:
+    """The IAM action a refused boto3 call lacked, as :func:`name_missing_permission` found it.
+
+    None for any other error, and for calls made on clients without the hook.
+    """
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    action = response.get("Error", {}).get(MISSING_ACTION_KEY)
+    return str(action) if action else None
+
+
 def _missing_action(call: SourceCall, versioned: bool, detail: str) -> str:
     if versioned and call.version_action:
         return call.version_action
@@ -528,17 +543,26 @@ def denied_message(
     versioned: bool = False,
     detail: str = "",
     iam_prefix: str | None = None,
+    reason_given: bool = True,
 ) -> str:
     """Plain words for a refused call: the missing IAM action, why it is needed, the fix.
 
-    ``detail`` is what AWS said (kept, shortened, at the end). Never raises.
+    ``detail`` is what AWS said (kept, shortened, at the end).
+    ``reason_given=False`` for a bare 403 (no error code: a HEAD, or an
+    endpoint that says nothing), where a missing right is only the likely
+    cause, and the words say so. Never raises.
     """
     call = source_call(service, operation)
     detail = " ".join(detail.split())[:300]
     said = f" AWS said: {detail}" if detail else ""
+    head = (
+        "access denied: the source credentials lack"
+        if reason_given
+        else "access denied (HTTP 403, no reason given): the source credentials probably lack"
+    )
     if call is None:
         action = f"{iam_prefix or service}:{operation}"
-        return f"access denied: the source credentials lack {action}; grant it and run again.{said}"
+        return f"{head} {action}; grant it and run again.{said}"
     action = _missing_action(call, versioned, detail)
     # The version action replaces the plain one; the others are needed together.
     others = [a for a in call.actions if a != action] if action in call.actions else []
@@ -550,10 +574,7 @@ def denied_message(
         )
     else:
         fix = "grant it (`exitplan iam-policy` prints the whole read-only policy) and run again"
-    return (
-        f"access denied: the source credentials lack {needs}, which exitplan needs to "
-        f"{call.purpose}; {fix}.{said}"
-    )
+    return f"{head} {needs}, which exitplan needs to {call.purpose}; {fix}.{said}"
 
 
 def error_code_and_detail(code: str, message: str) -> tuple[str, str]:
@@ -598,8 +619,9 @@ def name_missing_permission(
     """botocore ``after-call`` handler: an access-denied error names the missing action.
 
     Rewrites ``parsed["Error"]["Message"]`` in place (the code is kept, so
-    callers that branch on it still do), before botocore raises the error.
-    Does nothing for any other response.
+    callers that branch on it still do) and records the action under
+    :data:`MISSING_ACTION_KEY`, before botocore raises the error. Does
+    nothing for any other response.
     """
     if not isinstance(parsed, dict) or model is None:
         return
@@ -613,11 +635,18 @@ def name_missing_permission(
     if not is_access_denied(code, status):
         return
     service_model = model.service_model
-    url = str(getattr(http_response, "url", "") or "")
+    versioned = "versionId=" in str(getattr(http_response, "url", "") or "")
+    call = source_call(service_model.service_name, model.name)
+    error[MISSING_ACTION_KEY] = (
+        _missing_action(call, versioned, detail)
+        if call
+        else f"{service_model.signing_name}:{model.name}"
+    )
     error["Message"] = denied_message(
         service_model.service_name,
         model.name,
-        versioned="versionId=" in url,
+        versioned=versioned,
         detail=detail,
         iam_prefix=service_model.signing_name,
+        reason_given=code in ACCESS_DENIED_CODES,
     )

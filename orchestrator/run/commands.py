@@ -20,9 +20,10 @@ from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config
-from orchestrator.errors import Cancelled, ConfigError
+from orchestrator.errors import Cancelled, ConfigError, ExitplanError
 from orchestrator.events import EventBus, RunWarning, StepFinished, StepStarted
 from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
+from orchestrator.export.iam_policy import client_error_is_access_denied
 from orchestrator.export.manifest import publish_manifest
 from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
 from orchestrator.inventory import Fact, InventorySummary, collect_inventory, fact_to_json
@@ -237,7 +238,7 @@ def _run(
                 found = inventory.summary.as_counts()
                 s.detail = ", ".join(f"{k}: {v['count']}" for k, v in sorted(found.items()))
             except Exception as exc:  # the exporters list for themselves: carry on without it
-                log.exception("inventory failed")
+                log.error("inventory failed: %s", exc, exc_info=not _diagnosed(exc))
                 s.status, s.detail = "failed", f"{type(exc).__name__}: {exc}"
                 events.emit(RunWarning(message=f"inventory failed, exporting anyway: {exc}"))
     with step("plan") as s:
@@ -269,7 +270,8 @@ def _run(
                 except Cancelled:
                     s.status = "cancelled"
                 except Exception as exc:  # one kind failing must not stop the others
-                    log.exception("export of %s failed", kind)
+                    # A diagnosed failure (a refused call included) says all in its message.
+                    log.error("export of %s failed: %s", kind, exc, exc_info=not _diagnosed(exc))
                     s.status = "failed"
                     s.detail = f"{type(exc).__name__}: {exc}"
                     failed_steps.append(kind)
@@ -326,6 +328,11 @@ def _run(
     report_path = directory / "report.json"
     write_report_json(report_path, report)
     return MigrationResult(run_id, status, code, report, report_path)
+
+
+def _diagnosed(exc: BaseException) -> bool:
+    """Whether ``exc``'s message says what went wrong and what to do (no traceback needed)."""
+    return isinstance(exc, ExitplanError) or client_error_is_access_denied(exc)
 
 
 @dataclass

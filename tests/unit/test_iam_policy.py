@@ -45,6 +45,7 @@ from orchestrator.export.iam_policy import (
     denied_message,
     error_code_and_detail,
     is_access_denied,
+    missing_action,
     name_missing_permission,
     policy_document,
     policy_rows,
@@ -415,7 +416,10 @@ def test_allow_snapshots_adds_only_the_snapshot_writes_and_keeps_denying_deletes
         "ec2:DeleteSnapshot",
         "ec2:TerminateInstances",
         "rds:DeleteDBSnapshot",
+        "rds:DeleteDBInstance",
+        "ec2:DeleteVolume",
         "s3:DeleteObject",
+        "dynamodb:DeleteTable",
     ):
         assert _denied_by(with_snapshots, action), action
     assert "ec2:Create*" in _statement(read_only, "ExitplanDenyDeletesAndWrites")["Action"]
@@ -540,6 +544,23 @@ def test_the_botocore_hook_rewrites_a_refusal_and_keeps_its_code():
     assert error["Code"] == "AccessDeniedException"
     assert error["Message"].startswith("access denied: the source credentials lack dynamodb:Scan,")
     assert "AWS said: User: u is not authorized" in error["Message"]
+    raised = botocore.exceptions.ClientError({"Error": error}, "Scan")
+    assert missing_action(raised) == "dynamodb:Scan"
+    assert "lack dynamodb:Scan" in str(raised)
+
+
+def test_a_bare_403_is_named_as_the_likely_cause_only():
+    error = _after_call("route53", "ListHostedZones", 403, {"Code": "", "Message": ""})
+    assert error["Message"].startswith(
+        "access denied (HTTP 403, no reason given): the source credentials probably lack "
+        "route53:ListHostedZones,"
+    )
+
+
+def test_missing_action_is_none_for_other_errors():
+    other = botocore.exceptions.ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+    assert missing_action(other) is None
+    assert missing_action(ValueError("x")) is None
 
 
 def test_the_botocore_hook_reads_a_versioned_get_from_the_url():

@@ -73,6 +73,7 @@ from orchestrator.export.exporters.base import (
     SourceStream,
     TierOf,
 )
+from orchestrator.export.iam_policy import missing_action
 from orchestrator.postgres import (
     PG_INSTALL_HINT,
     ExportedSnapshot,
@@ -568,9 +569,15 @@ class RdsExporter(Exporter):
                 lambda: client.get_secret_value(SecretId=secret_id),
             )
         except botocore.exceptions.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "ClientError")
+            error = exc.response.get("Error", {})
+            if missing_action(exc):  # the message says which right and how to grant it
+                raise FatalError(
+                    f"RDS instance {instance_id}: cannot read its password secret {secret_id}: "
+                    f"{error.get('Message')}"
+                ) from None
             raise FatalError(
-                f"RDS instance {instance_id}: cannot read its password secret {secret_id} ({code}); "
+                f"RDS instance {instance_id}: cannot read its password secret {secret_id} "
+                f"({error.get('Code', 'ClientError')}); "
                 "grant secretsmanager:GetSecretValue on it or fix the tag"
             ) from None
         text = value.get("SecretString")
