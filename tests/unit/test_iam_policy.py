@@ -18,8 +18,10 @@ destination/host providers, see ``NOT_SOURCE_MODULES``):
 * ``get_waiter("name")``, resolved to the operation the waiter polls.
 
 An attribute is attributed to the services the same module makes clients
-for (all of them when it makes none); it is covered when one of them has a
-row for it.
+for; in a module that makes none but imports boto3, botocore or
+``providers.aws`` (it is handed a client), to all of them; a module that does
+neither holds no client and is skipped. A call is covered when one of the
+services it is attributed to has a row for it.
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ class FoundCall:
         return f"{self.module}:{self.line} ({self.function}: {self.method})"
 
 
+def _reaches_aws(module: str) -> bool:
+    return module.split(".")[0] in ("boto3", "botocore") or module == "providers.aws"
+
+
 class _Scanner(ast.NodeVisitor):
     def __init__(self, module: str) -> None:
         self.module = module
@@ -107,6 +113,14 @@ class _Scanner(ast.NodeVisitor):
         self.strings: list[tuple[str, int, str]] = []
         self.waiters: list[tuple[str, int, str]] = []
         self.client_services: set[str] = set()
+        #: Whether the module imports boto3, botocore or providers.aws (can hold a client).
+        self.reaches_aws = False
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.reaches_aws |= any(_reaches_aws(alias.name) for alias in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self.reaches_aws |= _reaches_aws(node.module or "")
 
     @property
     def function(self) -> str:
@@ -176,6 +190,8 @@ def scan(paths: Iterable[Path], root: Path = ROOT) -> tuple[set[str], list[Found
     operations = {service: _operations(service) for service in services}
     found: list[FoundCall] = []
     for scanner in scanners:
+        if not (scanner.client_services or scanner.reaches_aws):
+            continue  # holds no AWS client (a `.query` there is dnspython's, not DynamoDB's)
         candidates = sorted(scanner.client_services or services)
 
         def having(method: str, within: Iterable[str]) -> tuple[str, ...]:
@@ -240,9 +256,7 @@ def test_modules_left_out_of_the_scan_never_reach_the_source(module):
         if isinstance(node, ast.Import)
         for alias in node.names
     } | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    reaching = {
-        m for m in imported if m.split(".")[0] in ("boto3", "botocore") or m == "providers.aws"
-    }
+    reaching = {m for m in imported if _reaches_aws(m)}
     assert not reaching, f"{module} imports {sorted(reaching)}: scan it for source calls"
 
 
@@ -287,6 +301,23 @@ def test_the_scan_fails_on_a_new_call_without_an_action(tmp_path):
         "get_bucket_policy",
         "list_multipart_uploads",
     ]
+
+
+def test_the_scan_skips_modules_that_hold_no_aws_client(tmp_path):
+    package = tmp_path / "orchestrator"
+    package.mkdir()
+    (package / "dns_check.py").write_text(
+        "import dns.query\ndef ask(q):\n    return dns.query.udp(q, '127.0.0.1'), q.query\n"
+    )
+    (package / "reader.py").write_text(
+        "import botocore.auth\ndef read(client):\n    return client.query(TableName='t')\n"
+    )
+    (package / "tables.py").write_text(
+        "def open(account):\n    return account.client('dynamodb')\n"
+    )
+    modules = [package / name for name in ("dns_check.py", "reader.py", "tables.py")]
+    _, found = scan(modules, root=tmp_path)
+    assert [(c.module, c.method) for c in found] == [("orchestrator/reader.py", "query")]
 
 
 def test_the_scan_sees_calls_passed_around_uncalled(tmp_path):
