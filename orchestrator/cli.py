@@ -673,6 +673,17 @@ def cmd_secrets_decrypt(args: argparse.Namespace, clock: Clock) -> int:
     return 0
 
 
+def cmd_iam_policy(args: argparse.Namespace, clock: Clock) -> int:
+    from orchestrator.export.iam_policy import policy_json, policy_rows
+
+    if args.output == "json":
+        sys.stdout.write(policy_json(allow_snapshots=args.allow_snapshots))
+        return 0
+    for action, access, purpose in policy_rows(allow_snapshots=args.allow_snapshots):
+        print(f"{action:<45} {access:<15} {purpose}")
+    return 0
+
+
 # -- the parser ------------------------------------------------------------
 
 
@@ -776,6 +787,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_probe)
 
+    p = sub.add_parser("iam-policy", help="print the read-only IAM policy the export needs (JSON)")
+    p.add_argument(
+        "--output",
+        choices=("json", "text"),
+        default="json",
+        help="json: the policy document (default); text: each action and what it is for",
+    )
+    p.add_argument(
+        "--allow-snapshots",
+        action="store_true",
+        help="also allow the export's only writes: EBS and RDS snapshots of what has none",
+    )
+    p.set_defaults(func=cmd_iam_policy)
+
     p = sub.add_parser("secrets", help="work with exported secrets bundles")
     secrets_sub = p.add_subparsers(dest="secrets_command", required=True, parser_class=_Parser)
     d = secrets_sub.add_parser("decrypt", help="print an age-encrypted secrets bundle as JSON")
@@ -791,14 +816,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _MessageOnly(logging.Formatter):
+    """A log line without its traceback: expected failures say all in their message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text
+        record.exc_info = record.exc_text = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
 def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-            format="%(levelname)s %(name)s: %(message)s",
+        verbose = bool(getattr(args, "verbose", False))
+        console = logging.StreamHandler()
+        # Tracebacks go to the run's exitplan.log; the console gets the message (-v: both).
+        console.setFormatter(
+            logging.Formatter("%(levelname)s %(name)s: %(message)s")
+            if verbose
+            else _MessageOnly("%(levelname)s %(name)s: %(message)s")
         )
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[console])
         code = int(args.func(args, clock))
     except ExitplanError as exc:
         print(f"exitplan: error: {exc}", file=sys.stderr)

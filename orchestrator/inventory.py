@@ -20,6 +20,7 @@ from typing import Any
 import botocore.exceptions
 
 from orchestrator.errors import FatalError
+from orchestrator.export.iam_policy import client_error_is_access_denied, denied_message
 from providers.aws import AwsAccount
 
 #: Every kind of fact, in the order they are collected within a region.
@@ -38,10 +39,6 @@ KINDS: tuple[str, ...] = (
 #: The region of facts about global services (Route 53).
 GLOBAL_REGION = "global"
 GIB = 1024**3
-
-_ACCESS_DENIED = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
-)
 
 
 @dataclass(frozen=True)
@@ -182,11 +179,10 @@ def _calling(service: str, operation: str) -> Iterator[None]:
     try:
         yield
     except botocore.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _ACCESS_DENIED:
+        if client_error_is_access_denied(exc):
+            code = exc.response.get("Error", {}).get("Code", "")
             raise FatalError(
-                f"inventory: the source credentials may not call {service}:{operation} "
-                f"({code}); grant it (see `exitplan iam-policy`) and run inventory again"
+                f"inventory: {denied_message(service, operation, detail=code)}"
             ) from exc
         raise
 
@@ -194,7 +190,7 @@ def _calling(service: str, operation: str) -> Iterator[None]:
 def _paginate(client: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
     """Every element of ``key`` across all pages of ``operation``."""
     service = client.meta.service_model.service_name
-    with _calling(service, operation):
+    with _calling(service, client.meta.method_to_api_mapping.get(operation, operation)):
         for page in client.get_paginator(operation).paginate(**kwargs):
             yield from page.get(key, [])
 

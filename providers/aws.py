@@ -17,6 +17,7 @@ import botocore.config
 import botocore.exceptions
 
 from orchestrator.errors import ConfigError, RetryableError
+from orchestrator.export.iam_policy import name_missing_permission
 
 T = TypeVar("T")
 
@@ -125,6 +126,8 @@ class AwsAccount:
                 endpoint_url=self.endpoint_url,
                 config=self._config,
             )
+            # A refused call then says which IAM action was missing, in every report.
+            client.meta.events.register("after-call", name_missing_permission)
             self._clients[key] = client
         return client
 

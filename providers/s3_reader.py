@@ -29,6 +29,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.httpsession import DEFAULT_CA_BUNDLE
 
 from orchestrator.errors import FatalError, RetryableError
+from orchestrator.export.iam_policy import denied_message, is_access_denied
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
 
@@ -137,12 +138,25 @@ class S3Reader:
             return S3Response(response)
         body = response.read(64 * 1024)
         response.release_conn()
-        raise _error(response.status, body, response.headers, f"s3://{bucket}/{key}")
+        raise _error(
+            response.status, body, response.headers, f"s3://{bucket}/{key}", bool(version_id)
+        )
 
 
-def _error(status: int, body: bytes, headers: Mapping[str, str], name: str) -> Exception:
+def _error(
+    status: int, body: bytes, headers: Mapping[str, str], name: str, versioned: bool = False
+) -> Exception:
     match = _CODE.search(body)
     code = match.group(1).decode(errors="replace") if match else f"HTTP {status}"
+    if is_access_denied(code if match else "", status):
+        message = denied_message(
+            "s3",
+            "GetObject",
+            versioned=versioned,
+            detail=f"{code} ({status})",
+            reason_given=match is not None,
+        )
+        return FatalError(f"{name}: {message}")
     if status == 503 or status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError"):
         try:
             retry_after = float(headers.get("Retry-After", ""))

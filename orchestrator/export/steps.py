@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from orchestrator.errors import Cancelled
+from orchestrator.errors import Cancelled, ExitplanError
 from orchestrator.events import RunWarning
 from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
+from orchestrator.export.iam_policy import client_error_is_access_denied
 from orchestrator.export.manifest import publish_manifest
 from orchestrator.export.transfer import TransferEngine, TransferSettings
 from orchestrator.plan.priorities import Prioritizer, Rule
@@ -151,7 +152,10 @@ class ExportStep(Step[ExportOutput]):
                     outcomes.append(KindOutcome(entry.kind, "cancelled"))
                     raise
                 except Exception as exc:  # one kind failing must not stop the others
-                    log.warning("export of %s failed", entry.kind, exc_info=True)
+                    # A diagnosed failure (a refused call included) says all in its message.
+                    log.warning(
+                        "export of %s failed: %s", entry.kind, exc, exc_info=not _diagnosed(exc)
+                    )
                     outcomes.append(KindOutcome(entry.kind, "failed", _plain(exc)))
                     run.events.emit(
                         RunWarning(message=f"export of {entry.kind} failed: {_plain(exc)}")
@@ -169,7 +173,10 @@ class ExportStep(Step[ExportOutput]):
         if failed_kinds or items.get("failed") or items.get("in-flight"):
             parts = []
             if failed_kinds:
-                parts.append(f"kinds failed: {', '.join(failed_kinds)}")
+                parts.append(
+                    "kinds failed: "
+                    + "; ".join(f"{o.kind} ({o.detail})" for o in outcomes if o.status == "failed")
+                )
             if items.get("failed"):
                 parts.append(f"{items['failed']} item(s) failed")
             if items.get("in-flight"):
@@ -179,6 +186,11 @@ class ExportStep(Step[ExportOutput]):
 
     def summary(self, output: ExportOutput) -> str:
         return f"{output.items.get('verified', 0)} item(s) verified in this run's journal"
+
+
+def _diagnosed(exc: BaseException) -> bool:
+    """Whether ``exc``'s message says what went wrong and what to do (no traceback needed)."""
+    return isinstance(exc, ExitplanError) or client_error_is_access_denied(exc)
 
 
 def _plain(exc: BaseException) -> str:

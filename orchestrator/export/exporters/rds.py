@@ -73,6 +73,7 @@ from orchestrator.export.exporters.base import (
     SourceStream,
     TierOf,
 )
+from orchestrator.export.iam_policy import missing_action
 from orchestrator.postgres import (
     PG_INSTALL_HINT,
     ExportedSnapshot,
@@ -473,11 +474,13 @@ class RdsExporter(Exporter):
             if code != "DBSnapshotAlreadyExists":
                 # Recorded, not raised: the configuration is worth having even
                 # when the snapshot is refused (instance stopped, no permission).
+                reason = f"{code}: {exc.response.get('Error', {}).get('Message', '')}"
                 log.warning("RDS snapshot of %s in %s failed: %s", instance_id, region, code)
-                return {
-                    "id": None,
-                    "error": f"{code}: {exc.response.get('Error', {}).get('Message', '')}",
-                }
+                warning = f"no RDS snapshot of {instance_id} in {region} was taken ({reason})"
+                with self._lock:
+                    if warning not in self._skipped:  # once, however many attempts
+                        self._skipped.append(warning)
+                return {"id": None, "error": reason}
             snap = self._aws(
                 f"describe RDS snapshot {snapshot_id} in {region}",
                 lambda: client.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)[
@@ -572,9 +575,15 @@ class RdsExporter(Exporter):
                 lambda: client.get_secret_value(SecretId=secret_id),
             )
         except botocore.exceptions.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "ClientError")
+            error = exc.response.get("Error", {})
+            if missing_action(exc):  # the message says which right and how to grant it
+                raise FatalError(
+                    f"RDS instance {instance_id}: cannot read its password secret {secret_id}: "
+                    f"{error.get('Message')}"
+                ) from None
             raise FatalError(
-                f"RDS instance {instance_id}: cannot read its password secret {secret_id} ({code}); "
+                f"RDS instance {instance_id}: cannot read its password secret {secret_id} "
+                f"({error.get('Code', 'ClientError')}); "
                 "grant secretsmanager:GetSecretValue on it or fix the tag"
             ) from None
         text = value.get("SecretString")

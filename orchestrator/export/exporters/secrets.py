@@ -56,6 +56,7 @@ from orchestrator.export.exporters.base import (
     SourceStream,
     TierOf,
 )
+from orchestrator.export.iam_policy import missing_action
 from providers.aws import AwsAccount, call_aws
 
 #: Format marker of the decrypted JSON document; bump when its shape changes.
@@ -289,7 +290,11 @@ class SecretsExporter(Exporter):
                 # One unreadable secret (KMS key denied, deleted meanwhile) must not
                 # cost the others: it is named in the bundle and in the warnings.
                 code = exc.response.get("Error", {}).get("Code", "ClientError")
-                unreadable.append(f"version {version_id or 'AWSCURRENT'}: {code}")
+                lacking = missing_action(exc)
+                unreadable.append(
+                    f"version {version_id or 'AWSCURRENT'}: {code}"
+                    + (f", the source credentials lack {lacking}" if lacking else "")
+                )
                 continue
             version: dict[str, Any] = {
                 "version_id": response.get("VersionId", version_id),
