@@ -441,6 +441,8 @@ def cmd_drill(args: argparse.Namespace, clock: Clock) -> int:
     if args.what == "history":
         return cmd_drill_history(args, clock)
     config = _load(args)
+    if args.evaluate:
+        return _drill_evaluate(args, config, clock)
     notice = parse_duration(args.notice, "--notice")
     if notice.total_seconds() <= 0:
         raise ConfigError("--notice: must be longer than 0, e.g. --notice 30h")
@@ -456,6 +458,31 @@ def cmd_drill(args: argparse.Namespace, clock: Clock) -> int:
         notice_s=notice.total_seconds(),
     )
     return _execute(args, clock, config, settings, resume_run_id=None)
+
+
+def _drill_evaluate(args: argparse.Namespace, config: Config, clock: Clock) -> int:
+    from orchestrator.drill.evaluate import evaluate_plan
+
+    evaluation = evaluate_plan(config, clock)
+    if args.output == "json":
+        print(
+            json.dumps(
+                {"ok": evaluation.ok, "findings": [f.__dict__ for f in evaluation.findings]},
+                indent=2,
+            )
+        )
+    else:
+        for finding in evaluation.findings:
+            mark = "ok  " if finding.ok else "FAIL"
+            detail = f": {finding.detail}" if finding.detail else ""
+            print(f"{mark} {finding.area:<11} {finding.name}{detail}")
+        failed = sum(1 for f in evaluation.findings if not f.ok)
+        print(
+            f"{len(evaluation.findings)} checks, {failed} failed"
+            if failed
+            else "the exit plan is workable"
+        )
+    return 0 if evaluation.ok else 3
 
 
 def cmd_drill_history(args: argparse.Namespace, clock: Clock) -> int:
@@ -763,6 +790,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stressed-exit: the provider ends the account at short notice",
     )
     p.add_argument("--notice", default="30h", help="notice the scenario gives (default 30h)")
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="check that every part of the plan would work today; moves no data",
+    )
     p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--bwlimit")
