@@ -69,6 +69,8 @@ def test_unknown_key_suggests_the_fix(workdir, capsys):
         ("2021-01-10T23:59-08:00", "in the past"),
         ("next tuesday", "--deadline"),
         ("2021-01-10 23:59", "offset"),
+        ("9999-12-31 23:59 America/Los_Angeles", "outside the dates exitplan can count with"),
+        ("9999-12-31T23:59:00-08:00", "outside the dates exitplan can count with"),
     ],
 )
 def test_bad_deadline_exits_2_and_writes_nothing(workdir, capsys, deadline, expected):
