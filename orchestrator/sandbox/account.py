@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -896,7 +896,9 @@ def microblog_sql() -> str:
 
 
 @contextmanager
-def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
+def sandbox_postgres(
+    account: AwsAccount, *, on_cluster_started: Callable[[dict[str, Any]], None] | None = None
+) -> Iterator[LocalCluster | None]:
     """Put a real PostgreSQL cluster behind the sandbox's RDS instance; stop it on exit.
 
     The cluster (127.0.0.1, a free port) has :data:`DB_MASTER_USERNAME` /
@@ -906,6 +908,8 @@ def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
     exporter honours, and ``exitplan:password-secret`` names the password's
     secret. Yields None (the instance keeps its unreachable endpoint, and the
     RDS exporter says what to install) when PostgreSQL is not installed.
+    ``on_cluster_started`` gets the cluster's record for the undo log (see
+    ``LocalCluster``'s ``on_started``).
     """
     from orchestrator.export.exporters.rds import ENDPOINT_TAG, PASSWORD_SECRET_TAG
     from orchestrator.postgres import create_database, find_pg_tools, psql_lines
@@ -921,7 +925,12 @@ def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
     if tools is None:
         yield None
         return
-    with LocalCluster(tools, superuser=DB_MASTER_USERNAME, password=DB_PASSWORD) as cluster:
+    with LocalCluster(
+        tools,
+        superuser=DB_MASTER_USERNAME,
+        password=DB_PASSWORD,
+        on_started=on_cluster_started,
+    ) as cluster:
         create_database(tools, cluster.conn(), DB_NAME)
         psql_lines(
             tools, cluster.conn(DB_NAME), microblog_sql(), what="seed the microblog database"
@@ -1060,7 +1069,11 @@ def _with_elapsed(summary: SeedSummary, seconds: float) -> SeedSummary:
 
 
 @contextmanager
-def running_sandbox(*, postgres: bool = False) -> Iterator[Sandbox]:
+def running_sandbox(
+    *,
+    postgres: bool = False,
+    on_cluster_started: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Sandbox]:
     """The seeded microblog account held in moto in this process, with its summary.
 
     Starts a fresh ``moto.mock_aws()`` (not to be nested in another active
@@ -1101,7 +1114,7 @@ def running_sandbox(*, postgres: bool = False) -> Iterator[Sandbox]:
             if not postgres:
                 yield Sandbox(account, summary, from_cache=from_cache)
                 return
-            with sandbox_postgres(account) as cluster:
+            with sandbox_postgres(account, on_cluster_started=on_cluster_started) as cluster:
                 yield Sandbox(account, summary, cluster, from_cache=from_cache)
     finally:
         for name, value in saved.items():

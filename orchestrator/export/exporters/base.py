@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -60,6 +60,11 @@ class ExportContext:
     part_size: int = 16 * 1024 * 1024
     #: Where credentials such as PGPASSWORD are looked up; never logged.
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: Told about each thing an exporter starts outside the workspace (the RDS
+    #: restore check's PostgreSQL server), with a JSON-able record of it, as
+    #: soon as it exists: the caller journals the undo
+    #: (``orchestrator.postgres.stop_recorded_cluster``).
+    on_resource_started: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)
