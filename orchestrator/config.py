@@ -1178,7 +1178,11 @@ def compose_yaml(text: str, source_name: str) -> yaml.Node | None:
             _check_depth(root)
         # Construct a second copy, as safe_load does, for its errors (unknown
         # tags, impossible dates); the reader keeps the positions of the first.
-        yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _BoundedLoader(text)
+        try:
+            loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise _syntax_error(source_name, text, exc) from None
     return root

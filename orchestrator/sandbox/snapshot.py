@@ -18,7 +18,7 @@ import collections
 import functools
 import importlib
 import io
-import pickle  # nosec B403 - only for the sandbox's own cache; see restore_moto_state
+import pickle  # nosec B403 # only this user's own sandbox cache, by a restricted loader
 import sys
 import types
 from typing import Any
@@ -146,7 +146,9 @@ class _SnapshotPickler(pickle.Pickler):
         return NotImplemented
 
 
-class _SnapshotUnpickler(pickle.Unpickler):  # nosec B301 - resolves only allow-listed names
+class _SnapshotUnpickler(pickle.Unpickler):
+    """Builds only classes and functions defined in the allowed modules."""
+
     def find_class(self, module: str, name: str) -> Any:
         if module == "builtins":
             if name not in _ALLOWED_BUILTINS:
@@ -218,7 +220,7 @@ def restore_moto_state(data: bytes) -> None:
     from moto.moto_api._internal import mock_random
 
     try:
-        payload = _SnapshotUnpickler(io.BytesIO(data)).load()  # nosec B301 - see docstring
+        payload = _SnapshotUnpickler(io.BytesIO(data)).load()
     except SnapshotError:
         raise
     except Exception as exc:  # a truncated or foreign file fails in many ways
