@@ -1008,10 +1008,9 @@ def _load_cached_sandbox(cache_dir: Path) -> SeedSummary | None:
         return None
     started = time.monotonic()
     try:
-        data = path.read_bytes()
-        summary_json, _, state = data.partition(b"\n")
-        summary = _summary_from_json(json.loads(summary_json))
-        restore_moto_state(state)
+        with path.open("rb") as cached:
+            summary = _summary_from_json(json.loads(cached.readline()))
+            restore_moto_state(cached)
     except (OSError, ValueError, KeyError, TypeError, SnapshotError):
         with contextlib.suppress(OSError):
             path.unlink()
@@ -1024,7 +1023,6 @@ def _save_sandbox_cache(cache_dir: Path, summary: SeedSummary) -> None:
     from orchestrator.sandbox.snapshot import SnapshotError, capture_moto_state
 
     try:
-        state = capture_moto_state()
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private_to_this_user(cache_dir):
             return
@@ -1033,8 +1031,10 @@ def _save_sandbox_cache(cache_dir: Path, summary: SeedSummary) -> None:
         fd, temp = tempfile.mkstemp(prefix=".sandbox-", suffix=".tmp", dir=cache_dir)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(header + b"\n" + state)
-            # Another process may have written the same file meanwhile: same bytes.
+                out.write(header + b"\n")
+                capture_moto_state(out)
+            # Another run may have saved one meanwhile: the same account, so
+            # either file will do (the last one written stays).
             os.replace(temp, target)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -21,7 +21,7 @@ import io
 import pickle  # nosec B403 # only this user's own sandbox cache, by a restricted loader
 import sys
 import types
-from typing import Any
+from typing import Any, BinaryIO
 
 #: Bumped when the layout of the pickled payload changes.
 SNAPSHOT_FORMAT = 1
@@ -186,11 +186,12 @@ def _where(backend_dict: Any) -> tuple[str, str]:
     raise SnapshotError(f"moto's {backend_dict.service_name} backends are not a module attribute")
 
 
-def capture_moto_state() -> bytes:
-    """Every moto backend in use in this process, and moto's id generator, as bytes.
+def capture_moto_state(out: BinaryIO) -> None:
+    """Write every moto backend in use in this process, and moto's id generator, to ``out``.
 
     Call inside ``mock_aws`` with nothing else running in moto. Raises
-    ``SnapshotError`` when some backend holds an object that cannot be saved.
+    ``SnapshotError`` when some backend holds an object that cannot be saved
+    (``out`` then holds a partial snapshot: discard it).
     """
     from moto.moto_api._internal import mock_random
 
@@ -199,15 +200,13 @@ def capture_moto_state() -> bytes:
         "backends": [(_where(bd), dict(bd)) for bd in _backend_dicts()],
         "random_state": mock_random.getstate(),
     }
-    buffer = io.BytesIO()
     try:
-        _SnapshotPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(payload)
+        _SnapshotPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(payload)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise SnapshotError(f"moto's state cannot be saved: {exc}") from None
-    return buffer.getvalue()
 
 
-def restore_moto_state(data: bytes) -> None:
+def restore_moto_state(data: BinaryIO | bytes) -> None:
     """Put the backends and id generator saved by :func:`capture_moto_state` back.
 
     Call right after ``mock_aws`` started (its reset leaves every backend
@@ -220,7 +219,8 @@ def restore_moto_state(data: bytes) -> None:
     from moto.moto_api._internal import mock_random
 
     try:
-        payload = _SnapshotUnpickler(io.BytesIO(data)).load()
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        payload = _SnapshotUnpickler(source).load()
     except SnapshotError:
         raise
     except Exception as exc:  # a truncated or foreign file fails in many ways
