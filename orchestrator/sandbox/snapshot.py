@@ -95,6 +95,25 @@ def _load_private_key(der: bytes) -> Any:
     return serialization.load_der_private_key(der, password=None)
 
 
+def _new_object(cls: Any) -> Any:
+    """An instance of ``cls`` made without ``__init__``; its state follows."""
+    return cls.__new__(cls)
+
+
+def _set_s3_key_state(key: Any, state: dict[str, Any]) -> None:
+    """S3's ``FakeKey.__setstate__``, keeping the size and disposal the key had.
+
+    A multipart upload's part keys are disposed once the upload completes
+    (their bytes live on in the object), yet S3 still answers with their
+    size (``HeadObject PartNumber=1``). moto saves a disposed key's bytes as
+    empty and its ``__setstate__`` then takes the size from those bytes: 0.
+    """
+    key.__setstate__(state)
+    key.contentsize = state["contentsize"]
+    if state.get("disposed"):
+        key._value_buffer.close()
+
+
 def _method_of(owner: Any, name: str) -> Any:
     """``owner.name`` for a saved bound method; never a dunder (no way to ``__globals__``)."""
     if name.startswith("__"):
@@ -124,6 +143,8 @@ class _SnapshotPickler(pickle.Pickler):
                 return NotImplemented
             raw = (dict(dict.items(obj)), getattr(obj, "__dict__", None) or None)
             return (_new_mapping, (type(obj), factory), raw, None, None, _fill_mapping)
+        if hasattr(obj, "_value_buffer") and type(obj).__module__ == "moto.s3.models":
+            return (_new_object, (type(obj),), obj.__getstate__(), None, None, _set_s3_key_state)
         if isinstance(obj, types.MethodType):
             # Plain pickle names these through builtins.getattr, which the
             # loader does not allow (it reaches everything).

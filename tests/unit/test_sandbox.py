@@ -340,6 +340,13 @@ def content(account: AwsAccount) -> dict[str, Any]:
     for key in ("video/2020/0018.mp4", "users/1007/Profilbild München (2).jpg"):
         body = s3.get_object(Bucket=sb.MEDIA_BUCKET, Key=key)["Body"].read()
         bodies[key] = hashlib.sha256(body).hexdigest()
+    # The S3 exporter learns a multipart object's part size from its first part.
+    first_parts = {
+        obj.key: s3.head_object(Bucket=sb.MEDIA_BUCKET, Key=obj.key, PartNumber=1)["ContentLength"]
+        for obj in sb.seed_objects()
+        if obj.multipart
+    }
+    assert set(first_parts.values()) == {sb.MULTIPART_PART_SIZE}
     ddb = account.client("dynamodb")
     items = [
         json.dumps(item, sort_keys=True, default=lambda b: b.hex())
@@ -369,6 +376,7 @@ def content(account: AwsAccount) -> dict[str, Any]:
     return {
         "inventory": [fact_to_json(f) for f in collect_inventory(account)],
         "bodies": bodies,
+        "first_parts": first_parts,
         "items": sorted(items),
         "zone": zone,
         "secrets": [
