@@ -22,7 +22,14 @@ from typing import Any, TextIO
 
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.config import Config, default_sandbox_config, load_config, parse_size
+from orchestrator.config import (
+    Config,
+    default_sandbox_config,
+    load_config,
+    parse_bwlimit,
+    parse_concurrency,
+    write_sandbox_config,
+)
 from orchestrator.errors import ConfigError, ExitplanError
 from orchestrator.events import (
     Event,
@@ -177,32 +184,20 @@ def _load(args: argparse.Namespace) -> Config:
     concurrency = _concurrency(args)
     if concurrency is not None:
         transfer = replace(transfer, concurrency=concurrency)
-    bwlimit = _bwlimit(args)
-    if bwlimit is not None:
-        transfer = replace(transfer, bwlimit=bwlimit)
+    if getattr(args, "bwlimit", None) is not None:
+        transfer = replace(transfer, bwlimit=_bwlimit(args))
     overrides["transfer"] = transfer
     return replace(config, **overrides)
 
 
 def _concurrency(args: argparse.Namespace) -> int | None:
     value = getattr(args, "concurrency", None)
-    if value is None:
-        return None
-    if not 1 <= value <= 512:
-        raise ConfigError(f"--concurrency {value}: must be between 1 and 512")
-    return int(value)
+    return None if value is None else parse_concurrency(value, "--concurrency")
 
 
 def _bwlimit(args: argparse.Namespace) -> int | None:
-    text = getattr(args, "bwlimit", None)
-    if text is None:
-        return None
-    value = parse_size(text, "--bwlimit")
-    if value <= 0:
-        raise ConfigError(
-            f"--bwlimit {text}: must be more than 0 bytes per second; leave it out for no limit"
-        )
-    return value
+    """``--bwlimit``: bytes per second, or None for ``off`` (lifts a config's limit)."""
+    return parse_bwlimit(args.bwlimit, "--bwlimit")
 
 
 def _deadline(
@@ -246,6 +241,14 @@ def cmd_config_validate(args: argparse.Namespace, clock: Clock) -> int:
         parse_deadline(config.deadline, clock.now(), name=f"{args.file}: deadline")
     names = ", ".join(d.name for d in config.destinations)
     print(f"{args.file}: valid ({len(config.destinations)} destination(s): {names})")
+    return 0
+
+
+def cmd_config_init(args: argparse.Namespace, clock: Clock) -> int:
+    path = Path(args.path)
+    write_sandbox_config(path)
+    print(f"wrote {path}: the built-in sandbox's configuration, commented; edit it, then run")
+    print(f"  exitplan migrate --config {path} --deadline +2h")
     return 0
 
 
@@ -554,7 +557,8 @@ def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
     overrides = SettingOverrides(
         deadline=parse_deadline(args.deadline, clock.now()) if args.deadline else None,
         concurrency=_concurrency(args),
-        bwlimit=_bwlimit(args),
+        bwlimit=_bwlimit(args) if args.bwlimit is not None else None,
+        bwlimit_given=args.bwlimit is not None,
         kinds=_kinds(args.only),
     )
     run_config, settings = resumed(run, overrides)
@@ -746,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--dry-run", action="store_true", help="show the plan; copy and write nothing"
         )
         p.add_argument(
-            "--concurrency", type=int, help="parallel transfers (default from config: 16)"
+            "--concurrency", help="parallel transfers, 1 to 512 (default from config: 16)"
         )
         p.add_argument("--bwlimit", help="cap on bytes read per second, e.g. 50MiB")
         p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
@@ -764,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", parents=[common], help="carry on an interrupted run")
     p.add_argument("run", nargs="?", help="run id (default: the newest)")
     p.add_argument("--deadline", help="a new deadline, if the recorded one has passed")
-    p.add_argument("--concurrency", type=int)
+    p.add_argument("--concurrency")
     p.add_argument("--bwlimit")
     p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
     p.add_argument("--output", choices=("text", "json"), default="text")
@@ -796,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check that every part of the plan would work today; moves no data",
     )
     p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
-    p.add_argument("--concurrency", type=int)
+    p.add_argument("--concurrency")
     p.add_argument("--bwlimit")
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_drill)
@@ -845,6 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = config_sub.add_parser("validate", help="check a config file; exit 2 with the line if not")
     v.add_argument("file")
     v.set_defaults(func=cmd_config_validate)
+    i = config_sub.add_parser(
+        "init", help="write the sandbox's configuration as a commented YAML file to start from"
+    )
+    i.add_argument("path", nargs="?", default="exitplan.yaml")
+    i.set_defaults(func=cmd_config_init)
     return parser
 
 

@@ -26,6 +26,7 @@ import hmac
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -114,6 +115,10 @@ class SourceConfig:
     """Where the service runs now; mirrors the ``source:`` section."""
 
     aws: AwsSourceConfig
+
+
+#: ``source: {sandbox: true}``: the built-in moto account, in its one region.
+SANDBOX_SOURCE = SourceConfig(AwsSourceConfig(regions=("us-east-1",), sandbox=True))
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,55 @@ def parse_size(text: str, field: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
+#: The concurrency a transfer may be given: at least one worker, and no more
+#: connections than a source or destination sensibly takes from one machine.
+MIN_CONCURRENCY = 1
+MAX_CONCURRENCY = 512
+#: What ``bwlimit`` takes to mean "no limit".
+_NO_LIMIT_WORDS = ("off",)
+
+
+def parse_bwlimit(value: str | int, field: str) -> int | None:
+    """A bandwidth limit in bytes/second, or None for no limit (``off``).
+
+    The one rule for ``transfer.bwlimit`` in a config and ``--bwlimit`` on the
+    command line: a size as :func:`parse_size` reads it (a bare number is
+    bytes), more than 0; ``off`` means unlimited (so the command line can
+    lift a config's limit). Raises ``ConfigError`` naming ``field``; ``0`` is
+    refused rather than read as "unlimited" or as "stop".
+    """
+    if isinstance(value, str) and value.strip().lower() in _NO_LIMIT_WORDS:
+        return None
+    limit = value if isinstance(value, int) else parse_size(value, field)
+    if limit <= 0:
+        raise ConfigError(
+            f"{field}: must be more than 0 bytes per second; write a size such as 50MiB, "
+            "or off for no limit"
+        )
+    return limit
+
+
+def parse_concurrency(value: str | int, field: str) -> int:
+    """The number of parallel transfers: a whole number from 1 to 512.
+
+    The one rule for ``transfer.concurrency`` and ``--concurrency``; ``0`` is
+    refused, never taken to mean the default. Raises ``ConfigError`` naming
+    ``field``.
+    """
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ConfigError(
+                f"{field}: {value!r} is not a whole number; write digits only, e.g. 16"
+            )
+        value = int(value.strip())
+    if not MIN_CONCURRENCY <= value <= MAX_CONCURRENCY:
+        raise ConfigError(
+            f"{field}: {value} is out of range; use a number from {MIN_CONCURRENCY} to "
+            f"{MAX_CONCURRENCY}"
+        )
+    return value
+
+
 # ---------------------------------------------------------------------------
 # Reading: a YAML node tree walked with its positions
 # ---------------------------------------------------------------------------
@@ -255,6 +309,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 
 _T = TypeVar("_T")
+_U = TypeVar("_U")
 
 
 @dataclass(frozen=True)
@@ -284,8 +339,18 @@ def _close_match(word: str, choices: Sequence[str]) -> str:
     return f"did you mean {found[0]!r}? " if found else ""
 
 
+class _Abandon(Exception):
+    """The value being read is wrong (the finding is recorded); read the next one."""
+
+
 class _Reader:
-    """Turns the composed YAML tree into config values, failing at the first problem."""
+    """Turns the composed YAML tree into config values, collecting every problem.
+
+    ``fail`` records a finding and abandons the value being read; ``note``
+    records one and reads on. ``each`` marks the places where reading goes
+    on after an abandoned value (sections, list items, options), so one run
+    reports every independent problem, as ``terraform validate`` does.
+    """
 
     def __init__(self, source_name: str, base_dir: Path, env: Mapping[str, str]) -> None:
         self.source_name = source_name
@@ -294,22 +359,55 @@ class _Reader:
         # One constructor per file: it turns single scalars into Python values
         # exactly as yaml.safe_load would (ints, bools, nulls, timestamps).
         self._constructor = SafeConstructor()
+        self._findings: list[tuple[int, int, str]] = []
+        self._flattened: set[int] = set()
+        #: Per mapping node, the keys an unknown key was taken for ("did you
+        #: mean 'path'?"): their absence is not reported a second time.
+        self._suggested: dict[int, set[str]] = {}
 
     # -- failing -----------------------------------------------------------
 
     def where(self, mark: yaml.Mark) -> str:
         return f"{self.source_name}:{mark.line + 1}:{mark.column + 1}"
 
-    def fail(self, at: _At, message: str, node: yaml.Node | None = None) -> NoReturn:
+    def note(self, at: _At, message: str, node: yaml.Node | None = None) -> None:
+        """Record a problem with ``at`` (at ``node``'s position if given) and go on."""
         mark = (node or at.node).start_mark
-        raise ConfigError(f"{self.where(mark)}: {at.path}: {message}")
+        self._findings.append((mark.line, mark.column, f"{self.where(mark)}: {at.path}: {message}"))
+
+    def fail(self, at: _At, message: str, node: yaml.Node | None = None) -> NoReturn:
+        """Record a problem with ``at`` and abandon reading the value it is in."""
+        self.note(at, message, node)
+        raise _Abandon
 
     def relay(self, at: _At, call: Callable[[], _T]) -> _T:
         """Run a parser whose errors already start with the field; add the position."""
         try:
             return call()
         except ConfigError as exc:
-            raise ConfigError(f"{self.where(at.node.start_mark)}: {exc}") from None
+            mark = at.node.start_mark
+            for finding in exc.findings:
+                self._findings.append((mark.line, mark.column, f"{self.where(mark)}: {finding}"))
+            raise _Abandon from None
+
+    def each(self, read: Callable[..., _T], *args: Any, instead: _U, **kwargs: Any) -> _T | _U:
+        """``read(*args, **kwargs)``, or ``instead`` when it was abandoned (its
+        problems are recorded)."""
+        try:
+            return read(*args, **kwargs)
+        except _Abandon:
+            return instead
+
+    def suggested(self, node: yaml.Node, key: str) -> bool:
+        """Whether a misspelt key in mapping ``node`` was already taken for ``key``."""
+        return key in self._suggested.get(id(node), set())
+
+    def raise_findings(self) -> None:
+        """Raise one ``ConfigError`` with every finding, in file order, if there are any."""
+        if self._findings:
+            ordered = sorted(self._findings, key=lambda f: (f[0], f[1]))
+            unique = list(dict.fromkeys(text for _, _, text in ordered))
+            raise ConfigError(*unique)
 
     def describe(self, node: yaml.Node, *, show_value: bool = True) -> str:
         if isinstance(node, yaml.MappingNode):
@@ -354,45 +452,55 @@ class _Reader:
         """
         if not isinstance(at.node, yaml.MappingNode):
             self.wrong_type(at, "a mapping", fix)
-        own: dict[str, yaml.Node] = {}
-        for key_node, _ in at.node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self._key_text(at, key_node)
-            if key in own:
-                line = own[key].start_mark.line + 1
-                self.fail(
-                    at.key(key, key_node),
-                    f"key given twice in the same mapping (first at line {line}); keep one",
-                    key_node,
-                )
-            own[key] = key_node
-        # Resolve '<<: *anchor' merges the way safe_load does; the node tree is ours.
-        self._constructor.flatten_mapping(at.node)
+        if id(at.node) not in self._flattened:
+            own: dict[str, yaml.Node] = {}
+            for key_node, _ in at.node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self._key_text(at, key_node)
+                if key in own:
+                    line = own[key].start_mark.line + 1
+                    self.note(
+                        at.key(key, key_node),
+                        f"key given twice in the same mapping (first at line {line}); keep one",
+                        key_node,
+                    )
+                own[key] = key_node
+            # Resolve '<<: *anchor' merges the way safe_load does, once per node
+            # (an alias can lead to the same node twice).
+            self._constructor.flatten_mapping(at.node)
+            self._flattened.add(id(at.node))
         entries: dict[str, _Entry] = {}
         for key_node, value_node in at.node.value:
             key = self._key_text(at, key_node)
             entries[key] = _Entry(key_node, at.key(key, value_node))
-        for key, entry in entries.items():
+        suggested = self._suggested.setdefault(id(at.node), set())
+        for key, entry in list(entries.items()):
             if key not in known:
                 where = f" for {owner}" if owner else ""
-                self.fail(
+                close = _close_match(key, known)
+                if close:
+                    suggested.update(difflib.get_close_matches(key, known, n=1, cutoff=0.6))
+                self.note(
                     entry.value,
                     f"unknown key{where}; "
                     + (
-                        f"{_close_match(key, known)}(known keys: {', '.join(known)})"
-                        if _close_match(key, known)
+                        f"{close}(known keys: {', '.join(known)})"
+                        if close
                         else f"use one of: {', '.join(known)}"
                     ),
                     entry.key_node,
                 )
-        for key in required:
-            if key not in entries:
-                parent = f"under {at.path!r}" if at.path else "at the top level"
-                example = f", e.g. {_EXAMPLES[key]}" if key in _EXAMPLES else ""
-                self.fail(
-                    at.key(key, at.node), f"required field is missing; add it {parent}{example}"
-                )
+                del entries[key]
+        missing = [key for key in required if key not in entries]
+        for key in missing:
+            if key in suggested:
+                continue  # the misspelt key's "did you mean" already says it
+            parent = f"under {at.path!r}" if at.path else "at the top level"
+            example = f", e.g. {_EXAMPLES[key]}" if key in _EXAMPLES else ""
+            self.note(at.key(key, at.node), f"required field is missing; add it {parent}{example}")
+        if missing:
+            raise _Abandon
         return entries
 
     def _key_text(self, at: _At, key_node: yaml.Node) -> str:
@@ -563,33 +671,80 @@ def _read_options(
     *,
     env_hint: str,
 ) -> Mapping[str, object]:
-    """Values for declared ``options`` from ``entries`` (unknown keys already refused)."""
+    """Values for declared ``options`` from ``entries`` (unknown keys already refused).
+
+    Each option is read on its own, so every wrong or missing one is reported;
+    the mapping is abandoned at the end if any was.
+    """
     values: dict[str, object] = {}
+    wrong = False
     for spec in options:
         entry = entries.get(spec.name)
         if entry is None:
             if spec.required:
-                parent = f"under {at.path!r}" if at.path else "at the top level"
-                r.fail(
-                    at.key(spec.name, at.node),
-                    f"required field is missing; add it {parent} ({spec.help})",
-                )
-            if spec.default is not None:
+                if not r.suggested(at.node, spec.name):
+                    parent = f"under {at.path!r}" if at.path else "at the top level"
+                    r.note(
+                        at.key(spec.name, at.node),
+                        f"required field is missing; add it {parent} ({spec.help})",
+                    )
+                wrong = True
+            elif spec.default is not None:
                 values[spec.name] = spec.default
             continue
-        values[spec.name] = _read_option(r, spec, entry.value, f"{env_hint}_{spec.name}")
+        value = r.each(
+            _read_option, r, spec, entry.value, f"{env_hint}_{spec.name}", instead=_MISSING
+        )
+        if value is _MISSING:
+            wrong = True
+        else:
+            values[spec.name] = value
+    if wrong:
+        raise _Abandon
     return MappingProxyType(values)
 
 
+#: Stands for a value that could not be read (its problem is recorded).
+_MISSING: Any = object()
+
+
 def _read_ssh_hosts(r: _Reader, at: _At) -> tuple[Mapping[str, object], ...]:
-    hosts = []
     known = [o.name for o in SSH_HOST_OPTIONS]
-    for item in r.sequence(
-        at, example="hosts: [{address: 203.0.113.10, user: deploy, host_key: ...}]", non_empty=True
-    ):
+
+    def read_host(item: _At) -> Mapping[str, object]:
         entries = r.mapping(item, known, owner="an ssh-pool host")
-        hosts.append(_read_options(r, item, entries, SSH_HOST_OPTIONS, env_hint="SSH"))
+        options = r.each(
+            _read_options, r, item, entries, SSH_HOST_OPTIONS, env_hint="SSH", instead=None
+        )
+        key = entries.get("host_key")
+        key_ok = key is None or r.each(_check_host_key, r, key.value, instead=False)
+        if options is None or not key_ok:
+            raise _Abandon
+        return options
+
+    items = r.sequence(
+        at, example="hosts: [{address: 203.0.113.10, user: deploy, host_key: ...}]", non_empty=True
+    )
+    hosts = [r.each(read_host, item, instead=_MISSING) for item in items]
+    if any(host is _MISSING for host in hosts):
+        raise _Abandon
     return tuple(hosts)
+
+
+def _check_host_key(r: _Reader, at: _At) -> bool:
+    """Refuse a pinned key that is not a public key: found now, not at the first probe."""
+    from providers.ssh import parse_host_key  # paramiko: imported only when a key is pinned
+
+    line = r.text(at)
+
+    def parse() -> None:
+        try:
+            parse_host_key(line)
+        except ConfigError as exc:
+            raise ConfigError(f"{at.path}: {exc}") from None
+
+    r.relay(at, parse)
+    return True
 
 
 def _provider(
@@ -630,138 +785,259 @@ def _peek(r: _Reader, at: _At, key: str, help: str) -> _At:
     r.fail(at.key(key, at.node), f"required field is missing; add it under {at.path!r} ({help})")
 
 
-def _check_unique(r: _Reader, what: str, names: list[tuple[str, _At]]) -> None:
+def _check_unique(r: _Reader, what: str, names: Sequence[tuple[str, _At]]) -> None:
+    """Note every name used before, pointing at its first use."""
     seen: dict[str, _At] = {}
     for value, at in names:
         if value in seen:
             line = seen[value].node.start_mark.line + 1
-            r.fail(
+            r.note(
                 at,
                 f"duplicate {what} name {value!r} (first used at line {line}); "
                 f"give each {what} a unique name",
             )
-        seen[value] = at
+        else:
+            seen[value] = at
 
 
 def _read_source(r: _Reader, at: _At) -> SourceConfig:
-    entries = r.mapping(at, ["aws"], ["aws"])
+    entries = r.mapping(
+        at,
+        ["aws", "sandbox"],
+        fix="write 'aws: {regions: [...]}', or 'sandbox: true' for the built-in sandbox",
+    )
+    if "sandbox" in entries:
+        sandbox_at = entries["sandbox"].value
+        if not r.boolean(sandbox_at):
+            r.fail(
+                sandbox_at,
+                "only 'sandbox: true' is meaningful; write it for the built-in sandbox, or "
+                "remove it and describe the account under 'aws:'",
+            )
+        if "aws" in entries:
+            r.fail(
+                entries["aws"].value,
+                "the built-in sandbox has its own account; remove either 'aws:' or 'sandbox: true'",
+                entries["aws"].key_node,
+            )
+        return SANDBOX_SOURCE
+    if "aws" not in entries:
+        r.fail(
+            at.key("aws", at.node),
+            "required field is missing; add it under 'source', e.g. "
+            f"{_EXAMPLES['aws']}, or write 'sandbox: true' for the built-in sandbox",
+        )
     aws_at = entries["aws"].value
     aws = r.mapping(aws_at, ["profile", "regions", "endpoint_url"], ["regions"])
-    regions_at = aws["regions"].value
-    regions = r.text_list(regions_at, example="regions: [us-east-1]", non_empty=True)
-    for i, region in enumerate(regions):
-        if not _REGION_RE.fullmatch(region):
-            r.fail(
-                regions_at.index(i, regions_at.node.value[i]),
-                f"{region!r} is not an AWS region name; write it like us-east-1 or eu-west-2",
-            )
-    profile = r.text(aws["profile"].value) if "profile" in aws else None
-    endpoint_url = None
-    if "endpoint_url" in aws:
+
+    def regions() -> tuple[str, ...]:
+        regions_at = aws["regions"].value
+        names = r.text_list(regions_at, example="regions: [us-east-1]", non_empty=True)
+        bad = False
+        for i, region in enumerate(names):
+            if not _REGION_RE.fullmatch(region):
+                r.note(
+                    regions_at.index(i, regions_at.node.value[i]),
+                    f"{region!r} is not an AWS region name; write it like us-east-1 or eu-west-2",
+                )
+                bad = True
+        if bad:
+            raise _Abandon
+        return names
+
+    def endpoint_url() -> str:
         url_at = aws["endpoint_url"].value
-        endpoint_url = r.text(url_at)
-        parts = urlsplit(endpoint_url)
+        url = r.text(url_at)
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            r.fail(
-                url_at,
-                f"{endpoint_url!r} is not an http(s) URL; write it like http://127.0.0.1:5000",
-            )
-    return SourceConfig(AwsSourceConfig(regions, profile, endpoint_url))
+            r.fail(url_at, f"{url!r} is not an http(s) URL; write it like http://127.0.0.1:5000")
+        return url
+
+    names = r.each(regions, instead=_MISSING)
+    profile = (
+        r.each(lambda: r.text(aws["profile"].value), instead=_MISSING) if "profile" in aws else None
+    )
+    url = r.each(endpoint_url, instead=_MISSING) if "endpoint_url" in aws else None
+    if _MISSING in (names, profile, url):
+        raise _Abandon
+    return SourceConfig(AwsSourceConfig(names, profile, url))
 
 
 def _read_priorities(r: _Reader, at: _At) -> tuple[PriorityRule, ...]:
-    rules = []
     match_keys = ["kind", "bucket", "table", "zone", "name"]
-    for item in r.sequence(at, example="[{tier: critical, match: {kind: rds}}]"):
+
+    def patterns(key: str, value_at: _At) -> tuple[str, ...]:
+        if isinstance(value_at.node, yaml.SequenceNode):
+            items = r.sequence(value_at, example=f"{key}: [a, b]", non_empty=True)
+        else:
+            items = [value_at]
+        fix = "write a glob pattern or a list of them"
+        found = tuple(r.text(item, fix=fix) for item in items)
+        if key == "kind":
+            bad = False
+            for pattern, item in zip(found, items, strict=True):
+                if not fnmatch.filter(RESOURCE_KINDS, pattern):
+                    r.note(
+                        item,
+                        f"{pattern!r} matches no resource kind; "
+                        f"{_close_match(pattern, RESOURCE_KINDS)}"
+                        f"kinds are: {', '.join(RESOURCE_KINDS)}",
+                    )
+                    bad = True
+            if bad:
+                raise _Abandon
+        return found
+
+    def rule(item: _At) -> PriorityRule:
         entries = r.mapping(item, ["tier", "match"], ["tier"])
-        tier = r.name(entries["tier"].value, "tier")
+        tier = r.each(lambda: r.name(entries["tier"].value, "tier"), instead=_MISSING)
         match: dict[str, tuple[str, ...]] = {}
+        wrong = tier is _MISSING
         if "match" in entries:
-            match_at = entries["match"].value
-            for key, entry in r.mapping(match_at, match_keys).items():
-                value_at = entry.value
-                if isinstance(value_at.node, yaml.SequenceNode):
-                    items = r.sequence(value_at, example=f"{key}: [a, b]", non_empty=True)
+            match_entries = r.each(
+                lambda: r.mapping(entries["match"].value, match_keys), instead=None
+            )
+            wrong = wrong or match_entries is None
+            for key, entry in (match_entries or {}).items():
+                found = r.each(patterns, key, entry.value, instead=None)
+                if found is None:
+                    wrong = True
                 else:
-                    items = [value_at]
-                fix = "write a glob pattern or a list of them"
-                patterns = tuple(r.text(item, fix=fix) for item in items)
-                if key == "kind":
-                    for pattern, item in zip(patterns, items, strict=True):
-                        if not fnmatch.filter(RESOURCE_KINDS, pattern):
-                            r.fail(
-                                item,
-                                f"{pattern!r} matches no resource kind; "
-                                f"{_close_match(pattern, RESOURCE_KINDS)}"
-                                f"kinds are: {', '.join(RESOURCE_KINDS)}",
-                            )
-                match[key] = patterns
-        rules.append(PriorityRule(tier, MappingProxyType(match)))
+                    match[key] = found
+        if wrong:
+            raise _Abandon
+        return PriorityRule(tier, MappingProxyType(match))
+
+    items = r.sequence(at, example="[{tier: critical, match: {kind: rds}}]")
+    rules = [r.each(rule, item, instead=_MISSING) for item in items]
+    if _MISSING in rules:
+        raise _Abandon
     return tuple(rules)
 
 
 def _read_destinations(r: _Reader, at: _At) -> tuple[DestinationConfig, ...]:
-    destinations = []
-    names: list[tuple[str, _At]] = []
     example = "[{name: vault, storage: {driver: local, path: ./evacuated}}]"
-    for item in r.sequence(at, example=example, non_empty=True):
+    names: list[tuple[str, _At]] = []
+
+    def destination(item: _At) -> DestinationConfig:
         entries = r.mapping(item, ["name", "storage", "encrypt"], ["name", "storage"])
         name_at = entries["name"].value
-        name = r.name(name_at, "destination")
-        names.append((name, name_at))
-        _check_unique(r, "destination", names)
-        spec, options, _ = _provider(
-            r, entries["storage"].value, "storage", "driver", ["driver"], env_hint=name
+        name = r.each(lambda: r.name(name_at, "destination"), instead=_MISSING)
+        if name is not _MISSING:
+            names.append((name, name_at))
+        storage = r.each(
+            lambda: _provider(
+                r,
+                entries["storage"].value,
+                "storage",
+                "driver",
+                ["driver"],
+                env_hint=name if name is not _MISSING else "DESTINATION",
+            ),
+            instead=None,
         )
-        recipients: tuple[str, ...] = ()
+        recipients: Any = ()
         if "encrypt" in entries:
-            enc = r.mapping(entries["encrypt"].value, ["recipients"], ["recipients"])
-            recipients = r.text_list(
-                enc["recipients"].value, example="recipients: [age1...]", non_empty=True
-            )
-        destinations.append(DestinationConfig(name, spec.name, options, recipients))
+
+            def read_recipients() -> tuple[str, ...]:
+                enc = r.mapping(entries["encrypt"].value, ["recipients"], ["recipients"])
+                return r.text_list(
+                    enc["recipients"].value, example="recipients: [age1...]", non_empty=True
+                )
+
+            recipients = r.each(read_recipients, instead=_MISSING)
+        if name is _MISSING or storage is None or recipients is _MISSING:
+            raise _Abandon
+        spec, options, _ = storage
+        return DestinationConfig(name, spec.name, options, recipients)
+
+    items = r.sequence(at, example=example, non_empty=True)
+    destinations = [r.each(destination, item, instead=_MISSING) for item in items]
+    _check_unique(r, "destination", names)
+    if _MISSING in destinations:
+        raise _Abandon
     return tuple(destinations)
 
 
 def _read_candidates(r: _Reader, at: _At) -> tuple[CandidateConfig, ...]:
-    candidates = []
     names: list[tuple[str, _At]] = []
-    for item in r.sequence(at, example="[{name: colo, kind: ssh-pool, hosts: [...]}]"):
+
+    def candidate(item: _At) -> CandidateConfig:
         if not isinstance(item.node, yaml.MappingNode):
             r.wrong_type(item, "a mapping", "write the candidate's name, kind and options")
         # The name comes first: the provider's options are checked after it.
         name_at = _peek(r, item, "name", "a unique name for this candidate")
-        name = r.name(name_at, "candidate")
-        names.append((name, name_at))
-        _check_unique(r, "candidate", names)
-        spec, options, _ = _provider(r, item, "compute", "kind", ["name", "kind"], name)
-        candidates.append(CandidateConfig(name, spec.name, options))
+        name = r.each(lambda: r.name(name_at, "candidate"), instead=_MISSING)
+        if name is not _MISSING:
+            names.append((name, name_at))
+        hint = name if name is not _MISSING else "CANDIDATE"
+        spec, options, _ = _provider(r, item, "compute", "kind", ["name", "kind"], hint)
+        if name is _MISSING:
+            raise _Abandon
+        return CandidateConfig(name, spec.name, options)
+
+    items = r.sequence(at, example="[{name: colo, kind: ssh-pool, hosts: [...]}]")
+    candidates = [r.each(candidate, item, instead=_MISSING) for item in items]
+    _check_unique(r, "candidate", names)
+    if _MISSING in candidates:
+        raise _Abandon
     return tuple(candidates)
 
 
 def _read_transfer(r: _Reader, at: _At) -> TransferConfig:
     entries = r.mapping(at, ["concurrency", "part_size", "bwlimit"])
-    concurrency = DEFAULT_CONCURRENCY
-    if "concurrency" in entries:
-        concurrency = r.integer(entries["concurrency"].value, low=1, high=512)
-    part_size = parse_size(DEFAULT_PART_SIZE, "transfer.part_size")
-    if "part_size" in entries:
+
+    def part_size() -> int:
         size_at = entries["part_size"].value
-        part_size = _size(r, size_at)
-        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+        size = _size(r, size_at)
+        if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
             r.fail(
                 size_at,
-                f"{part_size} bytes is outside what S3 multipart uploads allow; "
+                f"{size} bytes is outside what S3 multipart uploads allow; "
                 "use a size from 5MiB to 5GiB",
             )
-    bwlimit = None
-    if "bwlimit" in entries:
-        limit_at = entries["bwlimit"].value
-        if r.scalar(limit_at.node) is not None:
-            bwlimit = _size(r, limit_at)
-            if bwlimit <= 0:
-                r.fail(limit_at, "must be more than 0; write null (or leave it out) for no limit")
-    return TransferConfig(concurrency, part_size, bwlimit)
+        return size
+
+    def scalar_or_text(value_at: _At, fix: str) -> int | str | None:
+        value = r.scalar(value_at.node) if isinstance(value_at.node, yaml.ScalarNode) else None
+        if value is None and isinstance(value_at.node, yaml.ScalarNode):
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return r.text(value_at, fix=fix)
+
+    def concurrency() -> int:
+        value_at = entries["concurrency"].value
+        value = scalar_or_text(value_at, "write digits only, e.g. 16")
+        if value is None:
+            r.wrong_type(value_at, "a whole number", "write digits only, e.g. 16")
+        return r.relay(value_at, lambda: parse_concurrency(value, value_at.path))
+
+    def bwlimit() -> int | None:
+        value_at = entries["bwlimit"].value
+        if r.scalar(value_at.node) is False:
+            return None  # YAML reads an unquoted 'off' as false
+        value = scalar_or_text(value_at, "write a size, e.g. 50MiB, or off")
+        if value is None:
+            return None
+        return r.relay(value_at, lambda: parse_bwlimit(value, value_at.path))
+
+    found = TransferConfig(
+        concurrency=(
+            r.each(concurrency, instead=_MISSING)
+            if "concurrency" in entries
+            else DEFAULT_CONCURRENCY
+        ),
+        part_size=(
+            r.each(part_size, instead=_MISSING)
+            if "part_size" in entries
+            else parse_size(DEFAULT_PART_SIZE, "transfer.part_size")
+        ),
+        bwlimit=r.each(bwlimit, instead=_MISSING) if "bwlimit" in entries else None,
+    )
+    if _MISSING in (found.concurrency, found.part_size, found.bwlimit):
+        raise _Abandon
+    return found
 
 
 def _size(r: _Reader, at: _At) -> int:
@@ -790,11 +1066,82 @@ _STARTER = (
     "'destinations: [{name: vault, storage: {driver: local, path: ./evacuated}}]'"
 )
 
+#: How deep a config's lists and mappings may nest. A real one nests about
+#: six levels; the parser recurses per level, so a runaway file must be
+#: refused before it exhausts the stack.
+MAX_YAML_DEPTH = 64
+
+
+class _TooDeep(yaml.composer.ComposerError):
+    """Nesting past :data:`MAX_YAML_DEPTH` (directly or through aliases)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing to compose nodes nested deeper than MAX_YAML_DEPTH."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_depth(root: yaml.Node) -> None:
+    """Refuse node graphs deeper than MAX_YAML_DEPTH, counting through aliases.
+
+    Each level of composing is checked as it is read, but aliases can stack
+    anchored nodes into a deeper graph (and a node can contain itself), which
+    the constructor and the reader would then recurse through. Iterative, so
+    it cannot overflow the stack it protects.
+    """
+    height: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            height[key] = 1 + max((height[id(c)] for c in _children(node)), default=0)
+            if height[key] > MAX_YAML_DEPTH:
+                raise _TooDeep(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", node.start_mark
+                )
+            continue
+        if key in height:
+            continue
+        if key in on_path:
+            raise _TooDeep(
+                None, None, "an alias refers to a node that contains it", node.start_mark
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in height)
+
 
 def _syntax_error(source_name: str, text: str, exc: yaml.YAMLError) -> ConfigError:
     fix = "fix the syntax here (indentation, quotes, brackets, and ': ' after each key)"
     if isinstance(exc, yaml.constructor.ConstructorError):
         fix = "remove the tag: the config is plain YAML data (strings, numbers, lists, mappings)"
+    if isinstance(exc, _TooDeep):
+        fix = (
+            "a config nests a few levels of lists and mappings; look for brackets that "
+            "never close or an alias that repeats itself"
+        )
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         detail = exc.problem or "unreadable YAML"
@@ -817,6 +1164,30 @@ def _syntax_error(source_name: str, text: str, exc: yaml.YAMLError) -> ConfigErr
     return ConfigError(f"{where}: invalid YAML: {detail}; {fix}")
 
 
+def compose_yaml(text: str, source_name: str) -> yaml.Node | None:
+    """The YAML node tree of ``text`` (None when empty), read safely and bounded.
+
+    Only plain data: a tag the safe loader cannot construct is refused, as is
+    nesting past :data:`MAX_YAML_DEPTH` levels (directly or through aliases).
+    Raises ``ConfigError`` naming ``source_name:LINE:COLUMN`` and the fix.
+    For config files and playbooks alike.
+    """
+    try:
+        root = yaml.compose(text, Loader=_BoundedLoader)
+        if root is not None:
+            _check_depth(root)
+        # Construct a second copy, as safe_load does, for its errors (unknown
+        # tags, impossible dates); the reader keeps the positions of the first.
+        loader = _BoundedLoader(text)
+        try:
+            loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise _syntax_error(source_name, text, exc) from None
+    return root
+
+
 def parse_config_text(
     text: str, source_name: str, base_dir: Path, env: Mapping[str, str]
 ) -> Config:
@@ -824,17 +1195,12 @@ def parse_config_text(
 
     ``source_name`` names the file in messages; relative paths resolve
     against ``base_dir``; ``${NAME}`` references read ``env``. Raises one
-    ``ConfigError`` for the first problem found, shaped
-    ``FILE:LINE:COLUMN: FIELD.PATH: problem; fix`` and free of secret values.
-    ``source_file`` of the result is None (``load_config`` sets it).
+    ``ConfigError`` with every independent problem found (a syntax error
+    alone stops the reading), each shaped
+    ``FILE:LINE:COLUMN: FIELD.PATH: problem; fix`` and free of secret values,
+    in file order. ``source_file`` of the result is None (``load_config`` sets it).
     """
-    try:
-        # safe_load first: it reports every syntax and construction error
-        # (bad tags included); compose then gives the positions.
-        yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise _syntax_error(source_name, text, exc) from None
+    root = compose_yaml(text, source_name)
     r = _Reader(source_name, base_dir, env)
     if root is None or (isinstance(root, yaml.ScalarNode) and r.scalar(root) is None):
         raise ConfigError(f"{source_name}:1:1: the config is empty; {_STARTER}")
@@ -844,45 +1210,157 @@ def parse_config_text(
             f"{r.where(root.start_mark)}: the top level must be a mapping of settings, "
             f"got {r.describe(root, show_value=False)}; {_STARTER}"
         )
-    entries = r.mapping(top, _TOP_KEYS, ["source", "destinations"])
+    entries = r.each(lambda: r.mapping(top, _TOP_KEYS, ["source", "destinations"]), instead=None)
+    if entries is None:
+        # A missing section: still check what is there, then report it all.
+        entries = {key: entry for key, entry in _top_entries(top).items() if key in _TOP_KEYS}
 
     def at(key: str) -> _At:
         return entries[key].value
 
-    source = _read_source(r, at("source"))
-    deadline = None
-    if "deadline" in entries:
-        deadline = r.text(at("deadline"), fix="write a time, e.g. 2021-01-10T23:59:00-08:00")
-        r.relay(at("deadline"), lambda: check_deadline_syntax(deadline, name="deadline:"))
-    margin_text = DEFAULT_SAFETY_MARGIN
-    if "safety_margin" in entries:
-        margin_text = r.text(at("safety_margin"), fix="write a duration, e.g. 30m")
-    safety_margin = r.relay(
-        at("safety_margin") if "safety_margin" in entries else top,
-        lambda: parse_duration(margin_text, "safety_margin"),
-    )
-    workspace = r.path(at("workspace")) if "workspace" in entries else None
-    priorities = _read_priorities(r, at("priorities")) if "priorities" in entries else ()
-    destinations = _read_destinations(r, at("destinations"))
-    candidates = _read_candidates(r, at("candidates")) if "candidates" in entries else ()
-    dns = None
-    if "dns" in entries:
+    def deadline() -> str:
+        text = r.text(at("deadline"), fix="write a time, e.g. 2021-01-10T23:59:00-08:00")
+        r.relay(at("deadline"), lambda: check_deadline_syntax(text, name="deadline:"))
+        return text
+
+    def safety_margin() -> timedelta:
+        margin_text = DEFAULT_SAFETY_MARGIN
+        if "safety_margin" in entries:
+            margin_text = r.text(at("safety_margin"), fix="write a duration, e.g. 30m")
+        return r.relay(
+            at("safety_margin") if "safety_margin" in entries else top,
+            lambda: parse_duration(margin_text, "safety_margin"),
+        )
+
+    def dns() -> DnsConfig:
         spec, options, _ = _provider(r, at("dns"), "dns", "driver", ["driver"], env_hint="DNS")
-        dns = DnsConfig(spec.name, options)
-    playbook = r.path(at("playbook")) if "playbook" in entries else None
-    transfer = _read_transfer(r, at("transfer")) if "transfer" in entries else TransferConfig()
+        return DnsConfig(spec.name, options)
+
+    def section(key: str, read: Callable[[], _T], absent: _U) -> _T | _U:
+        return r.each(read, instead=absent) if key in entries else absent
+
+    source = section("source", lambda: _read_source(r, at("source")), None)
+    deadline_text = section("deadline", deadline, None)
+    margin = r.each(safety_margin, instead=timedelta(0))
+    workspace = section("workspace", lambda: r.path(at("workspace")), None)
+    priorities = section("priorities", lambda: _read_priorities(r, at("priorities")), ())
+    destinations = section("destinations", lambda: _read_destinations(r, at("destinations")), ())
+    candidates = section("candidates", lambda: _read_candidates(r, at("candidates")), ())
+    dns_config = section("dns", dns, None)
+    playbook = section("playbook", lambda: r.path(at("playbook")), None)
+    transfer = section("transfer", lambda: _read_transfer(r, at("transfer")), TransferConfig())
+    r.raise_findings()
+    assert source is not None  # a missing or wrong source is a finding
     return Config(
         source=source,
         destinations=destinations,
-        deadline=deadline,
-        safety_margin=safety_margin,
+        deadline=deadline_text,
+        safety_margin=margin,
         workspace=workspace or r.base_dir / DEFAULT_WORKSPACE,
         priorities=priorities,
         candidates=candidates,
-        dns=dns,
+        dns=dns_config,
         playbook=playbook,
         transfer=transfer,
     )
+
+
+def _top_entries(top: _At) -> dict[str, _Entry]:
+    """The top-level keys as written, after ``mapping`` noted what is wrong with them."""
+    assert isinstance(top.node, yaml.MappingNode)
+    entries: dict[str, _Entry] = {}
+    for key_node, value_node in top.node.value:
+        if isinstance(key_node, yaml.ScalarNode):
+            entries[str(key_node.value)] = _Entry(
+                key_node, top.key(str(key_node.value), value_node)
+            )
+    return entries
+
+
+#: The most bytes a config file or playbook may hold. Real ones are a few
+#: kilobytes; the limit is checked before parsing, so a wrong path (a disk
+#: image, /dev/zero) costs a message, not minutes and gigabytes.
+MAX_INPUT_BYTES = 1024 * 1024
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind_of_file(mode: int) -> str | None:
+    """What a non-regular file is, for the message; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _size_text(n: int) -> str:
+    if n >= 1024**2:
+        return f"{n / 1024**2:.1f} MiB"
+    return f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def read_bounded_text(
+    path: Path,
+    *,
+    what: str,
+    limit: int = MAX_INPUT_BYTES,
+    missing_fix: str = "check the path",
+) -> str:
+    """The UTF-8 text of the regular file at ``path``, refusing anything else.
+
+    ``what`` names the file in messages ("config file", "playbook").
+    Refused with a ``ConfigError`` (``PATH: problem; fix``): a missing file
+    (with ``missing_fix``), a directory, device, FIFO or socket (checked
+    before opening, so a FIFO cannot block the read), a file over ``limit``
+    bytes (checked from its size, and by reading at most ``limit + 1`` bytes,
+    as files under /proc report size 0), unreadable or not UTF-8 text.
+    Nothing is parsed and nothing written.
+    """
+    too_big = (
+        f"{path}: is over {_size_text(limit)}, more than a {what} may be; a {what} is a few "
+        f"kilobytes of YAML: check that this is the right file"
+    )
+    try:
+        info = path.stat()
+        kind = _kind_of_file(info.st_mode)
+        if kind is not None:
+            raise ConfigError(
+                f"{path}: is {kind}, not a {what}; give the path of the YAML file itself"
+            )
+        if info.st_size > limit:
+            raise ConfigError(too_big)
+        # O_NONBLOCK: if the path was swapped for a FIFO since stat, opening
+        # it does not wait for a writer; fstat below then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as stream:
+            kind = _kind_of_file(os.fstat(stream.fileno()).st_mode)
+            if kind is not None:
+                raise ConfigError(
+                    f"{path}: is {kind}, not a {what}; give the path of the YAML file itself"
+                )
+            data = stream.read(limit + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found; {missing_fix}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the {what} ({exc.strerror}); check the path and its permissions"
+        ) from None
+    if len(data) > limit:
+        raise ConfigError(too_big)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the {what} as UTF-8"
+        ) from None
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -890,21 +1368,14 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
 
     ``env`` defaults to ``os.environ``. Relative paths in the file resolve
     against the file's directory. Raises ``ConfigError`` if the file cannot
-    be read or is invalid (see ``parse_config_text``).
+    be read (see ``read_bounded_text``: at most 1 MiB, a regular file) or is
+    invalid (see ``parse_config_text``: every problem at once).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: config file not found; check the path, or leave out --config "
-            "to run on the built-in sandbox"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    text = read_bounded_text(
+        path,
+        what="config file",
+        missing_fix="check the path, or leave out --config to run on the built-in sandbox",
+    )
     config = parse_config_text(
         text, str(path), path.absolute().parent, os.environ if env is None else env
     )
@@ -919,7 +1390,7 @@ def default_sandbox_config(base_dir: Path) -> Config:
     """
     base = Path(os.path.normpath(base_dir.absolute()))
     return Config(
-        source=SourceConfig(AwsSourceConfig(regions=("us-east-1",), sandbox=True)),
+        source=SANDBOX_SOURCE,
         destinations=(
             DestinationConfig(
                 name="sandbox",
@@ -944,6 +1415,86 @@ def default_sandbox_config(base_dir: Path) -> Config:
         candidates=(CandidateConfig("this-machine", "local", MappingProxyType({})),),
         transfer=TransferConfig(),
     )
+
+
+_SANDBOX_CONFIG_TEMPLATE = """\
+# exitplan config: the built-in sandbox, as `exitplan config init` writes it.
+# Run it as it is:   exitplan migrate --config {name} --deadline +2h
+# Check an edit:     exitplan config validate {name}
+# To leave your own account, replace `source` (e.g. source: {{aws: {{profile:
+# prod, regions: [us-west-2]}}}}) and `destinations` (storage AWS does not control).
+
+# Where the service runs now. `sandbox: true` is the built-in "microblog"
+# account, held in moto inside exitplan: no credentials, nothing real touched.
+source:
+  sandbox: true
+
+# When the source goes away; --deadline on the command line wins.
+# Also "+30h", or "2021-01-10 23:59 America/Los_Angeles".
+# deadline: 2021-01-10T23:59:00-08:00
+
+# Time kept spare before the deadline: the plan means to be done by then.
+safety_margin: {safety_margin}
+
+# The journal and the reports. Relative paths are relative to this file.
+workspace: {workspace}
+
+# What to save first: rules in order, what an earlier rule matches goes first.
+priorities:
+  - {{tier: critical, match: {{kind: [rds, secrets, route53, dynamodb]}}}}
+  - {{tier: important, match: {{kind: s3, bucket: microblog-user-media}}}}
+  - {{tier: best-effort, match: {{kind: s3}}}}
+  - {{tier: best-effort, match: {{kind: [ebs, ec2]}}}}
+
+# Where the copies go; several destinations get the same bytes from one read.
+destinations:
+  - name: sandbox
+    storage: {{driver: local, path: ./exitplan-sandbox}}
+    # Secrets are written only where recipients are named (age public keys);
+    # the sandbox encrypts to a key of its own in the workspace.
+    # encrypt: {{recipients: ["age1..."]}}
+
+# Where the service can run next, probed and ranked. `local` is this machine.
+candidates:
+  - {{name: this-machine, kind: local}}
+
+transfer:
+  concurrency: {concurrency}    # parallel transfers, {low} to {high}
+  part_size: {part_size}   # multipart part size, 5MiB to 5GiB
+  # bwlimit: 50MiB   # bytes read per second at most; off for no limit
+"""
+
+
+def write_sandbox_config(path: Path) -> None:
+    """Write the built-in sandbox's configuration to ``path`` as commented YAML.
+
+    Loading the file gives ``default_sandbox_config(path.parent)`` (paths in
+    it are relative to the file), so a user can run it with ``--config`` and
+    edit it from there. Never overwrites: raises ``ConfigError`` if ``path``
+    exists or its directory does not (nothing is written then).
+    """
+    text = _SANDBOX_CONFIG_TEMPLATE.format(
+        name=path.name,
+        safety_margin=DEFAULT_SAFETY_MARGIN,
+        workspace=DEFAULT_WORKSPACE,
+        concurrency=DEFAULT_CONCURRENCY,
+        part_size=DEFAULT_PART_SIZE,
+        low=MIN_CONCURRENCY,
+        high=MAX_CONCURRENCY,
+    )
+    try:
+        with path.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:
+        raise ConfigError(
+            f"{path}: already exists; config init never overwrites a file: give another "
+            "path, or move this one away first"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot write the config ({exc.strerror}); check that its directory "
+            "exists and is writable"
+        ) from None
 
 
 def _canonical(value: Any) -> Any:

@@ -14,9 +14,22 @@ class ExitplanError(Exception):
 
 
 class ConfigError(ExitplanError):
-    """Bad input or usage: nothing has been changed. Exit code 2."""
+    """Bad input or usage: nothing has been changed. Exit code 2.
+
+    Carries one finding or several independent ones (every problem of a
+    config file at once); ``str()`` shows them all, one per line.
+    """
 
     exit_code = 2
+
+    def __init__(self, *findings: str) -> None:
+        super().__init__(*findings)
+        self.findings: tuple[str, ...] = findings
+
+    def __str__(self) -> str:
+        if len(self.findings) == 1:
+            return self.findings[0]
+        return f"{len(self.findings)} problems:\n" + "\n".join(self.findings)
 
 
 class RetryableError(ExitplanError):

@@ -13,12 +13,22 @@ socket and scram-sha-256 authentication. ``initdb`` refuses to run as root,
 so when this process is root the server runs as an unprivileged user
 (``postgres`` by default) through ``runuser``, in a fresh directory under the
 system temp dir that user can reach (a pytest ``tmp_path`` of root is not).
+
+The superuser password never touches the disk in clear, not even for the
+moment a kill could catch: initdb is given its SCRAM-SHA-256 verifier (what
+the server stores anyway), computed here. A cluster describes itself to an
+``on_started`` callback as soon as its directory exists, so a caller can
+record the undo; :func:`stop_recorded_cluster` stops a server from such a
+record (after a kill of the process that started it) and removes its files.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import hashlib
+import hmac
 import json
 import os
 import pwd
@@ -31,10 +41,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from orchestrator.errors import Cancelled, FatalError, RetryableError
 from orchestrator.run.cancel import CancelToken
@@ -53,6 +64,11 @@ SERVER_TOOLS = ("initdb", "pg_ctl")
 _DEBIAN_GLOB = "/usr/lib/postgresql/*/bin"
 #: Seconds a throwaway cluster may take to start or stop.
 CLUSTER_TIMEOUT_S = 60
+#: The name every scratch cluster's directory starts with; :func:`stop_recorded_cluster`
+#: removes nothing else.
+CLUSTER_DIR_PREFIX = "exitplan-pg-"
+#: PBKDF2 rounds of a SCRAM-SHA-256 verifier: PostgreSQL's default.
+SCRAM_ITERATIONS = 4096
 #: libpq settings a child must not inherit: they would redirect it or add credentials.
 _INHERITED_PG_VARS = re.compile(r"^PG[A-Z_]+$")
 
@@ -553,6 +569,31 @@ def create_database(tools: PgTools, conn: PgConn, name: str) -> None:
 # --------------------------------------------------------------------------- local cluster
 
 
+def scram_sha256_verifier(
+    password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677).
+
+    ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``, base64. Given
+    to ``CREATE/ALTER ROLE ... PASSWORD`` (or initdb's pwfile) it is stored as
+    is, so the clear password need not be written anywhere; the verifier does
+    not let anyone log in. ``password`` must be ASCII (PostgreSQL normalises
+    other text with SASLprep, which this does not do): ``ValueError`` if not.
+    """
+    if not password.isascii():
+        raise ValueError("a scratch cluster password must be ASCII")
+    salt = secrets.token_bytes(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode("ascii")
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` right now (another process may take it; callers retry)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -577,7 +618,13 @@ class LocalCluster:
         password: str | None = None,
         parent_dir: Path | None = None,
         run_as: str = "postgres",
+        on_started: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """``on_started`` is called with :meth:`describe` as soon as the cluster's
+        directory exists (``pid`` still None) and again once the server runs;
+        record the latest: either is enough for :func:`stop_recorded_cluster`
+        to undo everything made up to then. An exception from it stops the start
+        (and the cluster is removed)."""
         if not tools.has_server:
             raise PostgresToolsMissing(
                 f"{tools.bindir} has no initdb/pg_ctl to start a scratch cluster: {PG_INSTALL_HINT}"
@@ -585,7 +632,10 @@ class LocalCluster:
         self.tools = tools
         self.superuser = superuser
         self.password = password or secrets.token_urlsafe(24)
+        if not self.password.isascii():
+            raise ValueError("a scratch cluster password must be ASCII")
         self._parent_dir = parent_dir
+        self._on_started = on_started
         #: None: run the server as this process's user (it is not root).
         self.run_as: str | None = run_as if os.geteuid() == 0 else None
         self.host = "127.0.0.1"
@@ -602,6 +652,31 @@ class LocalCluster:
         assert self.workdir is not None, "cluster not started"
         return self.workdir / "server.log"
 
+    def describe(self) -> dict[str, Any]:
+        """What it takes to find and stop this cluster later, as JSON-able data.
+
+        ``kind``, ``workdir`` and ``datadir`` (paths), ``port``, the
+        postmaster's ``pid`` and ``started_at`` (its start time, epoch seconds,
+        from ``postmaster.pid``; all None before the server runs) and
+        ``run_as`` (the unprivileged user the server runs as, or None). No
+        password.
+        """
+        assert self.workdir is not None, "cluster not started"
+        running = _postmaster_pid_file(self.datadir)
+        return {
+            "kind": "postgres-cluster",
+            "workdir": str(self.workdir),
+            "datadir": str(self.datadir),
+            "port": self.port or None,
+            "pid": running.pid if running else None,
+            "started_at": running.started_at if running else None,
+            "run_as": self.run_as,
+        }
+
+    def _announce(self) -> None:
+        if self._on_started is not None:
+            self._on_started(self.describe())
+
     def conn(self, dbname: str = "postgres") -> PgConn:
         """How to reach the running cluster as its superuser (no TLS: it is loopback)."""
         return PgConn(
@@ -613,10 +688,10 @@ class LocalCluster:
 
     def _make_workdir(self) -> Path:
         if self.run_as is None:
-            return Path(tempfile.mkdtemp(prefix="exitplan-pg-", dir=self._parent_dir))
+            return Path(tempfile.mkdtemp(prefix=CLUSTER_DIR_PREFIX, dir=self._parent_dir))
         # The server user must reach the directory; root's private temp dirs
         # (pytest's included) are closed to it, the system temp dir is not.
-        workdir = Path(tempfile.mkdtemp(prefix="exitplan-pg-"))
+        workdir = Path(tempfile.mkdtemp(prefix=CLUSTER_DIR_PREFIX))
         entry = pwd.getpwnam(self.run_as)
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
         return workdir
@@ -655,8 +730,11 @@ class LocalCluster:
         """
         self.workdir = self._make_workdir()
         try:
+            self._announce()
+            # initdb reads the password from a file: it gets the verifier,
+            # so a kill before the unlink below leaves nothing to log in with.
             pwfile = self.workdir / "pwfile"
-            self._server_file(pwfile, self.password + "\n")
+            self._server_file(pwfile, scram_sha256_verifier(self.password) + "\n")
             self._run(
                 [
                     self.tools.path("initdb"),
@@ -695,6 +773,7 @@ class LocalCluster:
                         ],
                         f"start a scratch PostgreSQL cluster on {self.host}:{self.port}",
                     )
+                    self._announce()
                     return self
                 except PgCommandError as exc:
                     last_error = exc
@@ -735,3 +814,114 @@ class LocalCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------- recorded clusters
+
+
+@dataclass(frozen=True)
+class _PidFile:
+    """The first lines of a data directory's ``postmaster.pid``."""
+
+    pid: int
+    started_at: int | None
+
+
+def _postmaster_pid_file(datadir: Path) -> _PidFile | None:
+    """What ``postmaster.pid`` says (pid, start time), or None when there is none."""
+    try:
+        lines = (datadir / "postmaster.pid").read_text(errors="replace").splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        started_at: int | None = int(lines[2])
+    except (ValueError, IndexError):
+        started_at = None
+    return _PidFile(pid, started_at)
+
+
+def _serves(pid: int, datadir: Path) -> bool:
+    """Whether process ``pid`` is alive and is the postmaster of ``datadir``.
+
+    The postmaster runs with the data directory as its working directory, so
+    a reused pid (any other process) fails this test and is never signalled.
+    """
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        if stat_line.rpartition(")")[2].split()[0] in ("Z", "X"):
+            return False  # exited, waiting to be reaped
+        return os.path.realpath(f"/proc/{pid}/cwd") == os.path.realpath(datadir)
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_gone(pid: int, datadir: Path, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _serves(pid, datadir):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)  # not our child: nothing to wait on but its /proc entry
+    return True
+
+
+def stop_recorded_cluster(
+    resource: Mapping[str, Any], *, timeout_s: float = CLUSTER_TIMEOUT_S
+) -> str:
+    """Stop the scratch server ``resource`` describes and remove its directory.
+
+    ``resource`` is what :meth:`LocalCluster.describe` gave ``on_started``
+    (from the journal, after the process that started the cluster was
+    killed). Only a directory named like a scratch cluster's is touched, and
+    only a process that is the postmaster of its data directory (named by
+    ``postmaster.pid`` or the record, and running in that directory) is
+    signalled: SIGQUIT (PostgreSQL's immediate shutdown), then SIGKILL if it
+    outlives ``timeout_s``. Idempotent and safe to retry: once the directory
+    is gone it does nothing. Returns what it did, for the log. Raises
+    ``FatalError`` for a record that does not describe a scratch cluster.
+    """
+    try:
+        workdir = Path(str(resource["workdir"]))
+        datadir = Path(str(resource["datadir"]))
+    except KeyError as exc:
+        raise FatalError(
+            f"not a scratch PostgreSQL cluster record (no {exc}); left alone"
+        ) from None
+    if (
+        resource.get("kind") != "postgres-cluster"
+        or not workdir.is_absolute()
+        or not workdir.name.startswith(CLUSTER_DIR_PREFIX)
+        or datadir.parent != workdir
+    ):
+        raise FatalError(f"{workdir} is not a scratch PostgreSQL cluster exitplan made; left alone")
+    if not workdir.exists():
+        return f"scratch PostgreSQL cluster {workdir}: already gone"
+    candidates = []
+    recorded = _postmaster_pid_file(datadir)
+    if recorded is not None:
+        candidates.append(recorded.pid)
+    if isinstance(resource.get("pid"), int):
+        candidates.append(int(resource["pid"]))
+    stopped = []
+    for pid in dict.fromkeys(candidates):
+        if not _serves(pid, datadir):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+        if not _wait_gone(pid, datadir, timeout_s):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, datadir, timeout_s)
+        stopped.append(pid)
+    shutil.rmtree(workdir, ignore_errors=True)
+    if workdir.exists():
+        raise FatalError(f"could not remove {workdir}; remove it by hand")
+    if stopped:
+        pids = ", ".join(str(p) for p in stopped)
+        return f"stopped the scratch PostgreSQL server (pid {pids}) and removed {workdir}"
+    return f"removed {workdir} (its PostgreSQL server was not running)"
+
+
+def undo_cluster(resource: Mapping[str, Any], context: Any) -> str:
+    """Undo handler for ``postgres-cluster``: stop the server and remove its directory."""
+    return stop_recorded_cluster(dict(resource))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +21,15 @@ os.environ.update(
 )
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_name, None)
+
+# The seeded sandbox is cached for this test session only (the first test that
+# starts it seeds, every later one loads), never in the user's own cache.
+_SANDBOX_CACHE = tempfile.mkdtemp(prefix="exitplan-test-sandbox-cache-")
+os.environ.setdefault("EXITPLAN_CACHE_DIR", _SANDBOX_CACHE)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SANDBOX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from orchestrator.export.transfer import TransferEngine, TransferSettings
 from orchestrator.plan.priorities import Prioritizer, Rule
 from orchestrator.run.progress import RunProgress
 from orchestrator.run.steps import RunContext, Step, StepFailed
+from orchestrator.run.undo import process_recorder
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ class ExportStep(Step[ExportOutput]):
             cancel=run.cancel,
             record_undo=lambda kind, resource, description: run.record_undo(
                 self.id, kind, resource, description
+            ),
+            on_resource_started=process_recorder(
+                lambda kind, resource, what: run.record_undo(self.id, kind, resource, what),
+                run.journal.update_undo,
             ),
         )
         engine = TransferEngine(

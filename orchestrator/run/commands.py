@@ -13,6 +13,7 @@ restores all of them (a flag given to resume overrides the one recorded).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import signal
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from orchestrator.drill.run import clean_up, keep, measure, scratch_destinations
 from orchestrator.errors import Cancelled, ConfigError
 from orchestrator.events import EventBus
 from orchestrator.export.exporters.base import exporter_kinds
+from orchestrator.export.exporters.rds import remove_scratch
 from orchestrator.export.steps import ExportStep, ManifestStep, PlanOutput, PlanStep
 from orchestrator.export.transfer import Destination
 from orchestrator.placement.probe import ProbeReport
@@ -44,7 +46,13 @@ from orchestrator.run.journal import Journal, RunRecord
 from orchestrator.run.progress import forecast
 from orchestrator.run.serde import from_json, to_json
 from orchestrator.run.steps import Parallel, Plan, RunContext, Runner, StepPreview, flatten
-from orchestrator.run.undo import UndoContext, UndoOutcome, owner_alive, rollback
+from orchestrator.run.undo import (
+    UndoContext,
+    UndoOutcome,
+    owner_alive,
+    process_recorder,
+    rollback,
+)
 from orchestrator.run.watchdog import Watchdog
 from providers.aws import AwsAccount
 from providers.interfaces.object_store import ObjectStore
@@ -58,7 +66,7 @@ EXIT_DEADLINE_MISSED = 3
 EXIT_INTERRUPTED = 130
 
 #: Undo kinds of processes exitplan starts; the next run stops those a dead run left.
-PROCESS_UNDO_KINDS = frozenset({"process"})
+PROCESS_UNDO_KINDS = frozenset({"postgres-cluster"})
 
 SANDBOX_IDENTITY = "sandbox-identity.age"
 
@@ -94,7 +102,9 @@ class SettingOverrides:
 
     deadline: datetime | None = None
     concurrency: int | None = None
+    #: ``bwlimit_given`` with ``bwlimit`` None: ``--bwlimit off`` lifts the recorded limit.
     bwlimit: int | None = None
+    bwlimit_given: bool = False
     kinds: tuple[str, ...] | None = None
 
 
@@ -154,13 +164,18 @@ def plan_for(settings: RunSettings) -> Plan:
 
 
 def open_source(
-    config: Config, *, with_database: bool = False, checked: AwsAccount | None = None
+    config: Config,
+    *,
+    with_database: bool = False,
+    checked: AwsAccount | None = None,
+    on_cluster_started: Callable[[dict[str, Any]], None] | None = None,
 ) -> contextlib.AbstractContextManager[AwsAccount]:
     """The source account: the in-process sandbox, or AWS (or a moto server) via boto3.
 
     ``checked`` is an account ``check_source`` already vouched for: it is used as is.
+    ``on_cluster_started`` records the sandbox's PostgreSQL server for the undo log.
     """
-    return _opened_source(config, with_database, checked)
+    return _opened_source(config, with_database, checked, on_cluster_started)
 
 
 def check_source(config: Config) -> AwsAccount | None:
@@ -184,14 +199,19 @@ def check_source(config: Config) -> AwsAccount | None:
 
 @contextlib.contextmanager
 def _opened_source(
-    config: Config, with_database: bool, checked: AwsAccount | None
+    config: Config,
+    with_database: bool,
+    checked: AwsAccount | None,
+    on_cluster_started: Callable[[dict[str, Any]], None] | None,
 ) -> Iterator[AwsAccount]:
     if config.source.aws.sandbox:
         from orchestrator.sandbox.account import running_sandbox
 
         # A real PostgreSQL stands behind the sandbox's RDS instance where
         # the machine has one; without it the sandbox still runs.
-        with running_sandbox(postgres=with_database) as sandbox:
+        with running_sandbox(
+            postgres=with_database, on_cluster_started=on_cluster_started
+        ) as sandbox:
             yield sandbox.account
         return
     account = checked or check_source(config)
@@ -273,6 +293,10 @@ def _context(
     checked: AwsAccount | None,
 ) -> RunContext:
     wants_database = settings.kinds is None or "rds" in settings.kinds
+    started = process_recorder(
+        lambda kind, resource, what: journal.record_undo(run_id, "source", kind, resource, what),
+        journal.update_undo,
+    )
     return RunContext(
         config=config,
         run_id=run_id,
@@ -282,7 +306,9 @@ def _context(
         cancel=cancel,
         deadline=settings.deadline_value,
         directory=Path(config.workspace) / "runs" / run_id,
-        open_source=lambda: open_source(config, with_database=wants_database, checked=checked),
+        open_source=lambda: open_source(
+            config, with_database=wants_database, checked=checked, on_cluster_started=started
+        ),
         open_destinations=lambda: open_destinations(config),
     )
 
@@ -326,6 +352,7 @@ def execute_run(
     cancel = cancel or CancelToken()
     checked = check_source(config)
     journal = workspace_journal(config, clock)
+    lock = _lock_workspace(Path(config.workspace))
     try:
         journal.keep_backup()
         if resume_run_id:
@@ -352,6 +379,8 @@ def execute_run(
             with contextlib.suppress(Cancelled):
                 runner.execute()
             cleanup = _drill_cleanup(run, config, clock) if settings.command == "drill" else ()
+            run.close()  # the sandbox stops the servers it started; settle them below
+            _leave_nothing_running(run, config, clock)
             return _finish(run, settings, runner, recorder, cleanup)
         finally:
             if watchdog is not None:
@@ -361,6 +390,32 @@ def execute_run(
             handler.close()
     finally:
         journal.close()
+        lock.close()
+
+
+def _lock_workspace(workspace: Path) -> Any:
+    """One run at a time per workspace: a second one would fight the first over its items."""
+    handle = (workspace / "run.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"another exitplan run is using the workspace {workspace}: wait for it to end "
+            "(`exitplan status`), or pass --workspace to run apart from it"
+        ) from None
+    return handle
+
+
+def _leave_nothing_running(run: RunContext, config: Config, clock: Clock) -> None:
+    """Stop (or settle, when already stopped) the servers this run started, and drop its
+    scratch space: a finished run leaves no process and no database contents behind."""
+    context = UndoContext(config, clock)
+    try:
+        rollback(run.journal, run.run_id, context, kinds=PROCESS_UNDO_KINDS)
+    finally:
+        context.close()
+    remove_scratch(run.directory / "scratch")
 
 
 def _drill_cleanup(run: RunContext, config: Config, clock: Clock) -> tuple[CleanupOutcome, ...]:
@@ -497,7 +552,11 @@ def _verdict(status: str, missed: list[str]) -> str:
 
 
 def sweep_leftovers(journal: Journal, config: Config, clock: Clock) -> list[UndoOutcome]:
-    """Stop processes that a killed earlier run started and left running (their owner is gone)."""
+    """What killed earlier runs left: servers they started (their owner is gone) are
+    stopped, and their scratch space (dumps: database contents in clear) removed.
+
+    Called with the workspace locked, so no other run of it is alive.
+    """
     outcomes: list[UndoOutcome] = []
     context = UndoContext(config, clock)
     try:
@@ -510,6 +569,8 @@ def sweep_leftovers(journal: Journal, config: Config, clock: Clock) -> list[Undo
                     break
     finally:
         context.close()
+    for scratch in sorted((Path(config.workspace) / "runs").glob("*/scratch")):
+        remove_scratch(scratch)
     return outcomes
 
 
@@ -558,7 +619,7 @@ def resumed(run: RunRecord, overrides: SettingOverrides) -> tuple[Config, RunSet
         changes["deadline"] = overrides.deadline
     if overrides.concurrency is not None:
         changes["concurrency"] = overrides.concurrency
-    if overrides.bwlimit is not None:
+    if overrides.bwlimit_given:
         changes["bwlimit"] = overrides.bwlimit
     if overrides.kinds is not None:
         check_kinds(overrides.kinds)

@@ -72,6 +72,13 @@ _ACCEPTED_FORMS = (
     "+30h, +90m, +2d, +45s or +1d12h (from now)"
 )
 
+#: The latest instant a deadline may name. A year short of what ``datetime``
+#: can hold, so showing the deadline in any zone, or adding a day to it, can
+#: never overflow.
+LATEST_DEADLINE = datetime(9999, 1, 1, tzinfo=UTC)
+#: The earliest: one day of slack above ``datetime.min`` for the same reason.
+_EARLIEST_INSTANT = datetime(1, 1, 2, tzinfo=UTC)
+
 _DURATION_RE = re.compile(
     r"(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m)?\s*(?:(?P<s>\d+)\s*s)?",
     re.IGNORECASE,
@@ -218,7 +225,25 @@ def _fixed(value: datetime) -> datetime:
 
 
 def _resolve_deadline(text: str, now: datetime, name: str) -> datetime:
-    """The instant ``text`` names, relative forms counted from ``now``; no past check."""
+    """The instant ``text`` names, relative forms counted from ``now``; no past check.
+
+    Refuses instants ``datetime`` cannot carry into every zone (the year 9999
+    with an offset west of UTC, say) as a ``ConfigError``, never an overflow.
+    """
+    try:
+        at = _instant_named(text, now, name)
+        in_utc = at.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not _EARLIEST_INSTANT <= in_utc < LATEST_DEADLINE:
+        raise ConfigError(
+            f"{name} {text!r} is outside the dates exitplan can count with (years 1 to "
+            "9998, in UTC); check the year"
+        )
+    return at
+
+
+def _instant_named(text: str, now: datetime, name: str) -> datetime:
     stripped = text.strip()
     if not stripped:
         raise _bad_deadline(name, text, "is empty")

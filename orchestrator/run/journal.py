@@ -539,15 +539,22 @@ class Journal:
             self._commit()
             return int(cursor.lastrowid or 0)
 
+    def update_undo(self, entry_id: int, resource: Mapping[str, Any]) -> None:
+        """Replace what an entry knows of its resource (a server that now has a pid); durable."""
+        self._write(
+            "UPDATE undo SET resource=? WHERE id=?",
+            (json.dumps(resource, sort_keys=True), entry_id),
+            durable=True,
+        )
+
     def undo_entries(self, run_id: str, states: tuple[str, ...] = ("pending",)) -> list[UndoEntry]:
         """The run's undo entries in these states, newest first (the order to undo in)."""
-        marks = ",".join("?" for _ in states)
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, run_id, step, kind, resource, description, state, created_at,"  # noqa: S608 - only "?" placeholders are formatted in
-                f" undone_at, error FROM undo WHERE run_id=? AND state IN ({marks})"
-                " ORDER BY id DESC",
-                (run_id, *states),
+                "SELECT id, run_id, step, kind, resource, description, state, created_at,"
+                " undone_at, error FROM undo WHERE run_id=?"
+                " AND state IN (SELECT value FROM json_each(?)) ORDER BY id DESC",
+                (run_id, json.dumps(list(states))),
             ).fetchall()
         return [
             UndoEntry(

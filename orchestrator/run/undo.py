@@ -37,6 +37,8 @@ UNDO_HANDLERS: dict[str, tuple[str, str]] = {
     "server": ("orchestrator.placement.provision", "undo_server"),
     "ebs-snapshot": ("orchestrator.export.exporters.ebs", "undo_snapshot"),
     "rds-snapshot": ("orchestrator.export.exporters.rds", "undo_snapshot"),
+    # A PostgreSQL server exitplan started (the sandbox's, the restore check's).
+    "postgres-cluster": ("orchestrator.postgres", "undo_cluster"),
 }
 
 
@@ -150,6 +152,27 @@ def this_process() -> dict[str, Any]:
     """The owner fields of resources this process starts (see ``owner_alive``)."""
     pid = os.getpid()
     return {"owner_pid": pid, "owner_started": process_start_time(pid)}
+
+
+def process_recorder(
+    record: Callable[[str, Mapping[str, Any], str], int],
+    update: Callable[[int, Mapping[str, Any]], None],
+    kind: str = "postgres-cluster",
+) -> Callable[[dict[str, Any]], None]:
+    """A callback for things that report themselves as they start (a PostgreSQL server
+    reports its directory, then again with its pid): one undo entry per ``workdir``,
+    owned by this process, so the next run stops it only once this one is gone."""
+    entries: dict[str, int] = {}
+
+    def started(resource: dict[str, Any]) -> None:
+        owned = {**resource, **this_process()}
+        where = str(resource.get("workdir", ""))
+        if where in entries:
+            update(entries[where], owned)
+        else:
+            entries[where] = record(kind, owned, f"PostgreSQL server exitplan started in {where}")
+
+    return started
 
 
 def pending_runs(journal: Journal) -> Iterator[str]:

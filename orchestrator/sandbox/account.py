@@ -13,21 +13,35 @@ export from. The account is the same byte for byte and id for id on every run:
 
 :func:`seed_microblog` works against any endpoint (in-process ``mock_aws`` or a
 moto server); :func:`sandbox_account` is the in-process account itself.
+
+Seeding through boto3 takes seconds, so the in-process account is seeded once
+and its moto state saved in the user's cache directory (see
+:func:`sandbox_cache_dir`); later runs load it in a fraction of a second. The
+file is keyed by :data:`SANDBOX_VERSION`, the moto, botocore and Python
+versions and the source of the modules that seed and save it, so a change to
+any of them seeds afresh. What loads is the same account, id for id, as what
+a seeding gives, and moto's id generator continues from the same state.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import random
+import stat
+import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
@@ -35,6 +49,11 @@ from orchestrator.postgres import LocalCluster
 from providers.aws import AwsAccount
 
 SANDBOX_REGION = "us-east-1"
+#: Bump when what the sandbox holds changes in a way its source does not show
+#: (the cache key covers this module's source already).
+SANDBOX_VERSION = 1
+#: Where the seeded account is cached; ``off`` turns the cache off.
+CACHE_DIR_ENV = "EXITPLAN_CACHE_DIR"
 #: Seeds moto's id generator and every content generator below.
 SANDBOX_SEED = 20210110
 
@@ -807,7 +826,7 @@ def seed_moto_random(seed: int = SANDBOX_SEED, endpoint_url: str | None = None) 
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"endpoint_url {endpoint_url!r}: expected an http(s) URL")
     request = urllib.request.Request(url, method="POST")  # noqa: S310 - scheme checked above
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310  # nosec B310 # http(s) only, checked above
         response.read()
 
 
@@ -820,6 +839,8 @@ class Sandbox:
     #: The PostgreSQL cluster behind the RDS instance (``running_sandbox(postgres=True)``
     #: with PostgreSQL installed), else None.
     postgres: LocalCluster | None = None
+    #: Whether the account was loaded from the cache rather than seeded.
+    from_cache: bool = False
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -875,7 +896,9 @@ def microblog_sql() -> str:
 
 
 @contextmanager
-def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
+def sandbox_postgres(
+    account: AwsAccount, *, on_cluster_started: Callable[[dict[str, Any]], None] | None = None
+) -> Iterator[LocalCluster | None]:
     """Put a real PostgreSQL cluster behind the sandbox's RDS instance; stop it on exit.
 
     The cluster (127.0.0.1, a free port) has :data:`DB_MASTER_USERNAME` /
@@ -885,6 +908,8 @@ def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
     exporter honours, and ``exitplan:password-secret`` names the password's
     secret. Yields None (the instance keeps its unreachable endpoint, and the
     RDS exporter says what to install) when PostgreSQL is not installed.
+    ``on_cluster_started`` gets the cluster's record for the undo log (see
+    ``LocalCluster``'s ``on_started``).
     """
     from orchestrator.export.exporters.rds import ENDPOINT_TAG, PASSWORD_SECRET_TAG
     from orchestrator.postgres import create_database, find_pg_tools, psql_lines
@@ -900,7 +925,12 @@ def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
     if tools is None:
         yield None
         return
-    with LocalCluster(tools, superuser=DB_MASTER_USERNAME, password=DB_PASSWORD) as cluster:
+    with LocalCluster(
+        tools,
+        superuser=DB_MASTER_USERNAME,
+        password=DB_PASSWORD,
+        on_started=on_cluster_started,
+    ) as cluster:
         create_database(tools, cluster.conn(), DB_NAME)
         psql_lines(
             tools, cluster.conn(DB_NAME), microblog_sql(), what="seed the microblog database"
@@ -911,13 +941,145 @@ def sandbox_postgres(account: AwsAccount) -> Iterator[LocalCluster | None]:
         yield cluster
 
 
+# --------------------------------------------------------------------------- the cache
+
+
+def sandbox_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where the seeded sandbox is cached, or None when caching is off.
+
+    ``$EXITPLAN_CACHE_DIR`` (``off`` for no cache), else ``$XDG_CACHE_HOME/exitplan``,
+    else ``~/.cache/exitplan``.
+    """
+    env = os.environ if env is None else env
+    chosen = env.get(CACHE_DIR_ENV)
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "off") else Path(chosen).expanduser()
+    base = env.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path("~/.cache").expanduser())
+        except RuntimeError:  # no home directory to expand
+            return None
+    return Path(base) / "exitplan"
+
+
+def _cache_key() -> str:
+    """What the cached state depends on: a change to any of these seeds afresh."""
+    import botocore
+    import moto
+
+    from orchestrator.sandbox import snapshot
+
+    digest = hashlib.sha256()
+    for part in (
+        f"sandbox {SANDBOX_VERSION} snapshot {snapshot.SNAPSHOT_FORMAT}",
+        f"moto {moto.__version__} botocore {botocore.__version__}",
+        f"python {sys.version_info.major}.{sys.version_info.minor} {sys.implementation.name}",
+    ):
+        digest.update(part.encode() + b"\0")
+    for module_file in (__file__, snapshot.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def _cache_file(cache_dir: Path) -> Path:
+    return cache_dir / f"sandbox-{_cache_key()}.pickle"
+
+
+def _private_to_this_user(path: Path) -> bool:
+    """Whether only this user can have written ``path`` (owner, not group/world writable)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _load_cached_sandbox(cache_dir: Path) -> SeedSummary | None:
+    """Restore the cached account into the running ``mock_aws``; None when there is none.
+
+    A file that is not this user's alone is never loaded (a pickle runs
+    code); one that does not load is removed so the next run writes a good one.
+    """
+    from orchestrator.sandbox.snapshot import SnapshotError, restore_moto_state
+
+    path = _cache_file(cache_dir)
+    if not (_private_to_this_user(cache_dir) and _private_to_this_user(path)):
+        return None
+    started = time.monotonic()
+    try:
+        with path.open("rb") as cached:
+            summary = _summary_from_json(json.loads(cached.readline()))
+            restore_moto_state(cached)
+    except (OSError, ValueError, KeyError, TypeError, SnapshotError):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return _with_elapsed(summary, time.monotonic() - started)
+
+
+def _save_sandbox_cache(cache_dir: Path, summary: SeedSummary) -> None:
+    """Save the freshly seeded account for later runs; silently skipped when it cannot be."""
+    from orchestrator.sandbox.snapshot import SnapshotError, capture_moto_state
+
+    try:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private_to_this_user(cache_dir):
+            return
+        target = _cache_file(cache_dir)
+        header = json.dumps(_summary_to_json(summary), sort_keys=True).encode()
+        fd, temp = tempfile.mkstemp(prefix=".sandbox-", suffix=".tmp", dir=cache_dir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(header + b"\n")
+                capture_moto_state(out)
+            # Another run may have saved one meanwhile: the same account, so
+            # either file will do (the last one written stays).
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        for stale in cache_dir.glob("sandbox-*.pickle"):
+            if stale != target:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+    except (OSError, SnapshotError):
+        return
+
+
+def _summary_to_json(summary: SeedSummary) -> dict[str, Any]:
+    data = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
+    data["buckets"] = [dataclasses.asdict(b) for b in summary.buckets]
+    return data
+
+
+def _summary_from_json(data: dict[str, Any]) -> SeedSummary:
+    values: dict[str, Any] = dict(data)
+    values["buckets"] = tuple(BucketSummary(**b) for b in data["buckets"])
+    for name in ("subnet_ids", "snapshot_block_indices", "listener_ports"):
+        values[name] = tuple(data[name])
+    for name in ("secret_names", "parameter_names"):
+        values[name] = tuple(data[name])
+    return SeedSummary(**values)
+
+
+def _with_elapsed(summary: SeedSummary, seconds: float) -> SeedSummary:
+    return dataclasses.replace(summary, elapsed_seconds=seconds)
+
+
 @contextmanager
-def running_sandbox(*, postgres: bool = False) -> Iterator[Sandbox]:
+def running_sandbox(
+    *,
+    postgres: bool = False,
+    on_cluster_started: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Sandbox]:
     """The seeded microblog account held in moto in this process, with its summary.
 
     Starts a fresh ``moto.mock_aws()`` (not to be nested in another active
-    one: the account would not start empty), seeds moto's generator, seeds the
-    service and yields it. While inside, boto3 calls from any thread of this
+    one: the account would not start empty) and loads the account from the
+    cache (:func:`sandbox_cache_dir`), or seeds moto's generator, seeds the
+    service and saves it there for the next run; either way the same account. While inside, boto3 calls from any thread of this
     process reach moto, and dummy credentials are in ``os.environ`` (set only
     where none were; the environment is restored on exit and all moto state
     is dropped). With ``postgres``, a real PostgreSQL cluster stands behind
@@ -937,17 +1099,23 @@ def running_sandbox(*, postgres: bool = False) -> Iterator[Sandbox]:
         os.environ.pop("AWS_PROFILE", None)
         os.environ.setdefault("AWS_DEFAULT_REGION", SANDBOX_REGION)
         with moto.mock_aws():
-            # mock_aws's reset empties moto's per-account backends, so each is
-            # rebuilt lazily after this seed (EC2's default VPC draws ids too):
-            # the same draws in the same order, whatever ran in moto before.
-            seed_moto_random(SANDBOX_SEED)
+            cache_dir = sandbox_cache_dir()
+            summary = _load_cached_sandbox(cache_dir) if cache_dir is not None else None
+            from_cache = summary is not None
             account = AwsAccount(regions=(SANDBOX_REGION,))
-            summary = seed_microblog(account)
+            if summary is None:
+                # mock_aws's reset empties moto's per-account backends, so each is
+                # rebuilt lazily after this seed (EC2's default VPC draws ids too):
+                # the same draws in the same order, whatever ran in moto before.
+                seed_moto_random(SANDBOX_SEED)
+                summary = seed_microblog(account)
+                if cache_dir is not None:
+                    _save_sandbox_cache(cache_dir, summary)
             if not postgres:
-                yield Sandbox(account, summary)
+                yield Sandbox(account, summary, from_cache=from_cache)
                 return
-            with sandbox_postgres(account) as cluster:
-                yield Sandbox(account, summary, cluster)
+            with sandbox_postgres(account, on_cluster_started=on_cluster_started) as cluster:
+                yield Sandbox(account, summary, cluster, from_cache=from_cache)
     finally:
         for name, value in saved.items():
             if value is None:

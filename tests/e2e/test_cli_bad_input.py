@@ -57,6 +57,41 @@ def test_bad_config_exits_2_naming_the_place(workdir, capsys, text, expected):
     assert expected in err
 
 
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("/dev/zero", "/dev/zero: is a character device, not a config file"),
+        (".", ": is a directory, not a config file"),
+    ],
+)
+def test_a_config_that_is_not_a_file_exits_2_at_once(workdir, capsys, config, expected):
+    err = run_bad(workdir, capsys, "config", "validate", config)
+    assert expected in err
+    err = run_bad(workdir, capsys, "inventory", "--config", config)
+    assert expected in err
+
+
+def test_runaway_nesting_exits_2_naming_the_place(workdir, capsys):
+    (workdir / "config.yaml").write_text(GOOD + "deadline: " + "[" * 20_000 + "]" * 20_000)
+    err = run_bad(workdir, capsys, "migrate", "--config", "config.yaml", "--deadline", "+1h")
+    assert "config.yaml:8:" in err and "nested deeper than 64 levels" in err
+
+
+def test_config_validate_refuses_a_host_key_that_is_not_a_key_and_lists_every_problem(
+    workdir, capsys
+):
+    text = GOOD + (
+        "candidates:\n"
+        "  - {name: colo, kind: ssh-pool, hosts: [{address: 10.0.0.1, user: u, host_key: x}]}\n"
+        "transfer: {bwlimit: 0}\n"
+    )
+    (workdir / "config.yaml").write_text(text)
+    err = run_bad(workdir, capsys, "config", "validate", "config.yaml")
+    assert "exitplan: error: 2 problems:\n" in err
+    assert "config.yaml:9:81: candidates[0].hosts[0].host_key: host_key 'x' is not" in err
+    assert "config.yaml:10:21: transfer.bwlimit: must be more than 0" in err
+
+
 def test_unknown_key_suggests_the_fix(workdir, capsys):
     (workdir / "config.yaml").write_text(GOOD + "deadlnie: +3h\n")
     err = run_bad(workdir, capsys, "config", "validate", "config.yaml")
@@ -69,6 +104,8 @@ def test_unknown_key_suggests_the_fix(workdir, capsys):
         ("2021-01-10T23:59-08:00", "in the past"),
         ("next tuesday", "--deadline"),
         ("2021-01-10 23:59", "offset"),
+        ("9999-12-31 23:59 America/Los_Angeles", "outside the dates exitplan can count with"),
+        ("9999-12-31T23:59:00-08:00", "outside the dates exitplan can count with"),
     ],
 )
 def test_bad_deadline_exits_2_and_writes_nothing(workdir, capsys, deadline, expected):
@@ -100,8 +137,8 @@ def test_unknown_command_is_a_usage_error(workdir, capsys):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (("--concurrency", "0"), "--concurrency 0: must be between 1 and 512"),
-        (("--bwlimit", "0"), "--bwlimit 0: must be more than 0"),
+        (("--concurrency", "0"), "--concurrency: 0 is out of range; use a number from 1 to 512"),
+        (("--bwlimit", "0"), "--bwlimit"),
         (("--only", "bogus"), "--only: unknown kind(s) bogus"),
     ],
     ids=["concurrency-0", "bwlimit-0", "only-bogus"],

@@ -154,6 +154,14 @@ def test_sigkill_during_export_then_resume_copies_nothing_verified_again(tmp_pat
     assert s3["copied_this_run_items"] < s3["listed_items"]
     assert_sandbox_copied_byte_identical(tmp_path / "exitplan-sandbox")
     # Steps the killed run finished are reused, not run again: no second inventory or probe.
+    # The PostgreSQL servers the killed run started are stopped, their directories gone.
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+        servers = db.execute(
+            "SELECT state, resource FROM undo WHERE kind='postgres-cluster'"
+        ).fetchall()
+    for state, resource in servers:
+        assert state == "undone", resource
+        assert not Path(json.loads(resource)["workdir"]).exists()
     assert set(report["reused_steps"]) == done_at_kill - {"export", "manifest"}
     assert "export" not in report["reused_steps"]
 

@@ -42,6 +42,7 @@ from orchestrator.postgres import (
     pg_restore_directory,
     psql_lines,
     row_counts,
+    stop_recorded_cluster,
 )
 from orchestrator.run.journal import Journal
 from orchestrator.run.progress import RunProgress
@@ -172,6 +173,8 @@ class Run:
         self.vault = tmp / "vault"
         self.scratch = tmp / "scratch"
         self.scratch.mkdir()
+        #: What the exporter reported starting (the restore check's cluster).
+        self.started: list[dict[str, Any]] = []
         progress = RunProgress(
             run_id=self.run_id,
             journal=self.journal,
@@ -189,7 +192,12 @@ class Run:
         )
 
     def context(self, env: dict[str, str]) -> ExportContext:
-        return ExportContext(run_id=self.run_id, scratch_dir=self.scratch, env=env)
+        return ExportContext(
+            run_id=self.run_id,
+            scratch_dir=self.scratch,
+            env=env,
+            on_resource_started=self.started.append,
+        )
 
     def export(self, account: AwsAccount, env: dict[str, str], **options: Any) -> None:
         exporter = RdsExporter(
@@ -464,11 +472,19 @@ def test_the_sandbox_database_exports_with_its_seeded_rows(
         MasterUsername=sb.DB_MASTER_USERNAME,
         MasterUserPassword=sb.DB_PASSWORD,
     )
-    with sb.sandbox_postgres(aws) as cluster:
+    sandbox_started: list[dict[str, Any]] = []
+    with sb.sandbox_postgres(aws, on_cluster_started=sandbox_started.append) as cluster:
         assert cluster is not None
         run = Run(tmp_path)
         run.export(aws, base_env())
     assert cluster.workdir is None  # stopped with the sandbox
+
+    # Both servers were recorded as they started (for the undo log), without
+    # the password, and both are gone already: undoing them is a no-op.
+    for records in (sandbox_started, run.started):
+        assert [r["pid"] is None for r in records] == [True, False]
+        assert sb.DB_PASSWORD not in json.dumps(records)
+        assert stop_recorded_cluster(records[-1]).endswith(": already gone")
 
     key = f"rds/{REGION}/{sb.DB_INSTANCE_ID}"
     assert {run.finished[f"{key}/{n}"].status for n in ("instance.json", "dump.tar")} == {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import (
+    MAX_INPUT_BYTES,
     AwsSourceConfig,
     Config,
     DestinationConfig,
@@ -17,8 +20,12 @@ from orchestrator.config import (
     config_digest,
     default_sandbox_config,
     load_config,
+    parse_bwlimit,
+    parse_concurrency,
     parse_config_text,
     parse_size,
+    read_bounded_text,
+    write_sandbox_config,
 )
 from orchestrator.errors import ConfigError
 
@@ -55,14 +62,17 @@ candidates:
   - name: colo
     kind: ssh-pool
     hosts:
-      - {address: 203.0.113.10, user: deploy, host_key: "ssh-ed25519 AAAAC3", key_file: keys/id}
-      - {address: 203.0.113.11, port: 2222, user: deploy, host_key: "ssh-ed25519 AAAAC4"}
+      - {address: 203.0.113.10, user: deploy, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c", key_file: keys/id}
+      - {address: 203.0.113.11, port: 2222, user: deploy, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU"}
   - {name: do, kind: libcloud, driver: digitalocean, key: "${DO_TOKEN}", size: s-4vcpu-8gb}
 dns: {driver: powerdns, host: ns1.example.net, key: "${PDNS_KEY}"}
 playbook: playbooks/web-service.yaml
 transfer: {concurrency: 8, part_size: 8MiB, bwlimit: 50MiB}
 """
 
+#: A valid public key (ed25519), as a pinned host key must be.
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c"
+SECOND_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU"
 CANARY = "canary-7d1e0f-DO-NOT-LEAK"
 ENV = {"B2_KEY_ID": "key-id", "B2_KEY": CANARY, "DO_TOKEN": "do-token", "PDNS_KEY": "pdns"}
 
@@ -145,14 +155,14 @@ def test_full_config(tmp_path: Path) -> None:
             "address": "203.0.113.10",
             "port": 22,
             "user": "deploy",
-            "host_key": "ssh-ed25519 AAAAC3",
+            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c",
             "key_file": tmp_path / "keys" / "id",
         },
         {
             "address": "203.0.113.11",
             "port": 2222,
             "user": "deploy",
-            "host_key": "ssh-ed25519 AAAAC4",
+            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU",
         },
     ]
     assert do.options["driver"] == "digitalocean"
@@ -220,14 +230,14 @@ def test_merge_keys_and_anchors_work_as_in_yaml(tmp_path: Path) -> None:
           - name: a
             kind: ssh-pool
             hosts:
-              - &base {address: 10.0.0.1, user: deploy, host_key: "ssh-ed25519 K"}
+              - &base {address: 10.0.0.1, user: deploy, host_key: "KEY"}
               - {<<: *base, address: 10.0.0.2}
         """
-    )
+    ).replace("KEY", HOST_KEY)
     config = load_config(write(tmp_path, text), env={})
     hosts = config.candidates[0].options["hosts"]
     assert [h["address"] for h in hosts] == ["10.0.0.1", "10.0.0.2"]  # type: ignore[attr-defined]
-    assert hosts[1]["host_key"] == "ssh-ed25519 K"  # type: ignore[index]
+    assert hosts[1]["host_key"] == HOST_KEY  # type: ignore[index]
 
 
 def test_parse_config_text_takes_its_own_names_and_env(tmp_path: Path) -> None:
@@ -422,8 +432,7 @@ def test_wrong_type_string_for_list(tmp_path: Path) -> None:
 def test_wrong_type_string_for_integer(tmp_path: Path) -> None:
     text = MINIMAL + "transfer:\n  concurrency: lots\n"
     assert error_for(tmp_path, text) == (
-        "FILE:8:16: transfer.concurrency: expected a whole number, got a string 'lots'; "
-        "write digits only, e.g. 8081"
+        "FILE:8:16: transfer.concurrency: 'lots' is not a whole number; write digits only, e.g. 16"
     )
 
 
@@ -511,8 +520,8 @@ def test_transfer_bounds_and_sizes(tmp_path: Path) -> None:
         "16MiB, 512KiB, 1GiB, 100MB, or a plain number of bytes"
     )
     assert error_for(tmp_path, MINIMAL + "transfer: {bwlimit: 0}\n") == (
-        "FILE:7:21: transfer.bwlimit: must be more than 0; write null (or leave it out) for "
-        "no limit"
+        "FILE:7:21: transfer.bwlimit: must be more than 0 bytes per second; write a size such "
+        "as 50MiB, or off for no limit"
     )
     config = load_config(write(tmp_path, MINIMAL + "transfer: {bwlimit: null, part_size: 6MB}\n"))
     assert config.transfer == TransferConfig(16, 6_000_000, None)
@@ -633,7 +642,7 @@ def test_provider_option_of_the_wrong_type(tmp_path: Path) -> None:
 
 
 def test_ssh_pool_host_needs_a_pinned_host_key(tmp_path: Path) -> None:
-    text = FULL.replace(', host_key: "ssh-ed25519 AAAAC4"', "")
+    text = FULL.replace(f', host_key: "{SECOND_HOST_KEY}"', "")
     assert error_for(tmp_path, text) == (
         "FILE:25:9: candidates[0].hosts[1].host_key: required field is missing; add it under "
         "'candidates[0].hosts[1]' (the host's public key, pinned; get it with 'ssh-keyscan -t "
@@ -734,3 +743,281 @@ def test_digest_of_the_sandbox_depends_on_its_directory(tmp_path: Path) -> None:
     assert config_digest(a) == config_digest(default_sandbox_config(tmp_path / "a"))
     assert config_digest(a) != config_digest(default_sandbox_config(tmp_path / "b"))
     assert isinstance(a, Config)
+
+
+# -- what cannot be a config: refused before parsing -----------------------------------
+
+
+def test_a_character_device_is_refused_without_reading_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(Path("/dev/zero"), env={})
+    assert str(err.value) == (
+        "/dev/zero: is a character device, not a config file; give the path of the YAML file itself"
+    )
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "exitplan.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"exitplan.yaml: is a named pipe \(FIFO\), not a "):
+        load_config(fifo, env={})
+
+
+def test_a_directory_or_a_link_to_a_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r": is a directory, not a config file; give the path"):
+        load_config(tmp_path, env={})
+    link = tmp_path / "exitplan.yaml"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError, match=r"exitplan.yaml: is a character device"):
+        load_config(link, env={})
+
+
+def test_a_file_over_the_limit_is_refused_from_its_size_before_parsing(tmp_path: Path) -> None:
+    """50 MB used to take minutes and gigabytes before an error on line 8."""
+    big = tmp_path / "exitplan.yaml"
+    with big.open("wb") as out:
+        out.write(MINIMAL.encode())
+        out.truncate(50 * 1000**2)  # a sparse file: no need to write 50 MB
+    with pytest.raises(ConfigError) as err:
+        load_config(big, env={})
+    assert str(err.value) == (
+        f"{big}: is over 1.0 MiB, more than a config file may be; a config file is a few "
+        "kilobytes of YAML: check that this is the right file"
+    )
+
+
+def test_the_limit_is_exact_and_names_what_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "playbook.yaml"
+    path.write_bytes(b"#" * MAX_INPUT_BYTES)
+    assert len(read_bounded_text(path, what="playbook")) == MAX_INPUT_BYTES
+    path.write_bytes(b"#" * (MAX_INPUT_BYTES + 1))
+    with pytest.raises(ConfigError, match=r"more than a playbook may be; a playbook is a few"):
+        read_bounded_text(path, what="playbook")
+    with pytest.raises(ConfigError, match=r"is over 10 bytes"):
+        read_bounded_text(tmp_path / "playbook.yaml", what="playbook", limit=10)
+    with pytest.raises(ConfigError, match=r"nope.yaml: playbook not found; check the path$"):
+        read_bounded_text(tmp_path / "nope.yaml", what="playbook")
+
+
+def test_a_file_that_grows_past_its_size_is_cut_at_the_limit_plus_one() -> None:
+    """/proc files report size 0: the read itself stops at limit + 1 bytes."""
+    with pytest.raises(ConfigError, match=r"/proc/self/environ: is over 1 bytes"):
+        read_bounded_text(Path("/proc/self/environ"), what="config file", limit=1)
+
+
+def test_unreadable_file_says_why(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        path = Path("/proc/self/mem")  # root reads anything else
+    else:
+        path = tmp_path / "exitplan.yaml"
+        path.write_text(MINIMAL)
+        path.chmod(0)
+    with pytest.raises(ConfigError, match=r"cannot read the config file \(.+\); check the path"):
+        load_config(path, env={})
+
+
+# -- nesting ------------------------------------------------------------------------------
+
+
+def test_twenty_thousand_levels_of_nesting_are_refused_not_a_recursion_error(
+    tmp_path: Path,
+) -> None:
+    text = "deadline: " + "[" * 20_000 + "]" * 20_000 + "\n"
+    assert error_for(tmp_path, MINIMAL + text) == (
+        "FILE:7:74: invalid YAML: nested deeper than 64 levels; a config nests a few levels "
+        "of lists and mappings; look for brackets that never close or an alias that repeats "
+        "itself"
+    )
+    block = "".join(f"{'  ' * i}k{i}:\n" for i in range(500))
+    assert "nested deeper than 64 levels" in error_for(tmp_path, block)
+
+
+def test_aliases_cannot_stack_nesting_past_the_limit_or_loop(tmp_path: Path) -> None:
+    levels = ["a0: &a0 [" + "[" * 50 + "]" * 50 + "]"]
+    levels += [f"a{i}: &a{i} [[[[[[[[[[*a{i - 1}]]]]]]]]]]" for i in range(1, 40)]
+    assert "nested deeper than 64 levels" in error_for(tmp_path, "\n".join(levels) + "\n")
+    assert error_for(tmp_path, MINIMAL + "priorities: &p [*p]\n") == (
+        "FILE:7:13: invalid YAML: an alias refers to a node that contains it; a config nests a "
+        "few levels of lists and mappings; look for brackets that never close or an alias that "
+        "repeats itself"
+    )
+
+
+# -- every problem at once ----------------------------------------------------------------
+
+
+def test_every_independent_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None:
+    text = dedent(
+        """
+        source:
+          aws: {regions: [us-east-1, useast2, eu-west-1, eu_west_9]}
+        deadline: next friday
+        safety_margin: 30
+        destinations:
+          - {name: vault, storage: {driver: local, pth: ./evacuated}}
+          - {name: vault, storage: {driver: s3, host: s3.example.net, container: c, key: k}}
+        candidates:
+          - {name: colo, kind: ssh-pool, hosts: [{address: 10.0.0.1, user: u, host_key: nope}]}
+        transfer: {concurrency: 0, bwlimit: 0, part_size: 1MiB}
+        colour: blue
+        """
+    )
+    message = error_for(tmp_path, text, env={})
+    lines = message.splitlines()
+    assert lines[0] == "13 problems:"
+    assert [line.split(": ", 2)[:2] for line in lines[1:]] == [
+        ["FILE:2:30", "source.aws.regions[1]"],
+        ["FILE:2:50", "source.aws.regions[3]"],
+        ["FILE:3:11", "deadline"],
+        ["FILE:4:16", "safety_margin"],
+        ["FILE:6:44", "destinations[0].storage.pth"],
+        ["FILE:7:12", "destinations[1].name"],
+        ["FILE:7:28", "destinations[1].storage.secret"],
+        ["FILE:7:82", "destinations[1].storage.key"],
+        ["FILE:9:81", "candidates[0].hosts[0].host_key"],
+        ["FILE:10:25", "transfer.concurrency"],
+        ["FILE:10:37", "transfer.bwlimit"],
+        ["FILE:10:51", "transfer.part_size"],
+        ["FILE:11:1", "colour"],
+    ]
+    assert "did you mean 'path'?" in lines[5]  # and no second line for the missing 'path'
+
+
+def test_one_problem_prints_as_before_and_a_missing_section_does_not_hide_others(
+    tmp_path: Path,
+) -> None:
+    text = "source:\n  aws: {regions: [us-east1]}\n"
+    assert error_for(tmp_path, text).splitlines() == [
+        "2 problems:",
+        "FILE:1:1: destinations: required field is missing; add it at the top level, e.g. "
+        "'destinations: [{name: vault, storage: {driver: local, path: ./evacuated}}]'",
+        "FILE:2:19: source.aws.regions[0]: 'us-east1' is not an AWS region name; write it like "
+        "us-east-1 or eu-west-2",
+    ]
+    err = ConfigError("only one")
+    assert (str(err), err.findings, err.exit_code) == ("only one", ("only one",), 2)
+
+
+# -- pinned host keys ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("ssh-ed25519 AAAAC3", "host_key of type 'ssh-ed25519' cannot be parsed"),
+        ("AAAAC3NzaC1lZDI1NTE5AAAAIIqI4910CfGV", "is not '<type> <base64>'"),
+        ("ssh-ed25519 !!!notbase64!!!", "host_key of type 'ssh-ed25519' cannot be parsed"),
+        ("ssh-rsa " + HOST_KEY.split()[1], "host_key of type 'ssh-rsa' cannot be parsed"),
+    ],
+)
+def test_a_pinned_host_key_that_is_not_a_key_is_refused_at_its_position(
+    tmp_path: Path, key: str, why: str
+) -> None:
+    text = MINIMAL + (
+        "candidates:\n  - name: colo\n    kind: ssh-pool\n"
+        f"    hosts: [{{address: 10.0.0.1, user: deploy, host_key: '{key}'}}]\n"
+    )
+    message = error_for(tmp_path, text)
+    assert message.startswith("FILE:10:57: candidates[0].hosts[0].host_key: "), message
+    assert why in message
+    assert message.endswith(
+        "copy the host's public key line, e.g. from /etc/ssh/ssh_host_ed25519_key.pub"
+    )
+
+
+# -- transfer limits: one rule for the config and the command line ------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("50MiB", 50 * 1024**2), ("1", 1), (4096, 4096), ("off", None), ("OFF", None)],
+)
+def test_parse_bwlimit(value: str | int, expected: int | None) -> None:
+    assert parse_bwlimit(value, "--bwlimit") == expected
+
+
+@pytest.mark.parametrize("value", ["0", 0, "0MiB", "0.1B"])
+def test_a_zero_bwlimit_is_refused_not_read_as_unlimited(value: str | int) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_bwlimit(value, "--bwlimit")
+    assert str(err.value) == (
+        "--bwlimit: must be more than 0 bytes per second; write a size such as 50MiB, or off "
+        "for no limit"
+    )
+
+
+def test_bwlimit_off_in_the_config_means_no_limit(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + "transfer: {bwlimit: off}\n"), env={})
+    assert config.transfer.bwlimit is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), (16, 16), ("512", 512)])
+def test_parse_concurrency(value: str | int, expected: int) -> None:
+    assert parse_concurrency(value, "--concurrency") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (0, "0 is out of range; use a number from 1 to 512"),
+        ("0", "0 is out of range; use a number from 1 to 512"),
+        (513, "513 is out of range; use a number from 1 to 512"),
+        ("-3", "'-3' is not a whole number; write digits only, e.g. 16"),
+        ("many", "'many' is not a whole number; write digits only, e.g. 16"),
+    ],
+)
+def test_a_zero_or_wrong_concurrency_is_refused_not_defaulted(value: str | int, why: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_concurrency(value, "--concurrency")
+    assert str(err.value) == f"--concurrency: {why}"
+
+
+# -- the sandbox as a config file ---------------------------------------------------------
+
+
+def test_source_sandbox_true_is_the_built_in_sandbox(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  aws:\n    regions: [us-east-1]\n", "  sandbox: true\n")
+    config = load_config(write(tmp_path, text), env={})
+    assert config.source == default_sandbox_config(tmp_path).source
+    assert config.source.aws.sandbox
+
+
+def test_source_sandbox_must_be_true_and_alone(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  aws:\n", "  sandbox: false\n  aws:\n")
+    assert error_for(tmp_path, text) == (
+        "FILE:2:12: source.sandbox: only 'sandbox: true' is meaningful; write it for the "
+        "built-in sandbox, or remove it and describe the account under 'aws:'"
+    )
+    text = MINIMAL.replace("  aws:\n", "  sandbox: true\n  aws:\n")
+    assert error_for(tmp_path, text) == (
+        "FILE:3:3: source.aws: the built-in sandbox has its own account; remove either 'aws:' "
+        "or 'sandbox: true'"
+    )
+    assert error_for(tmp_path, MINIMAL.replace("  aws:\n    regions: [us-east-1]\n", "  {}\n"))
+
+
+def test_the_written_sandbox_config_loads_as_the_built_in_sandbox(tmp_path: Path) -> None:
+    path = tmp_path / "exitplan.yaml"
+    write_sandbox_config(path)
+    config = load_config(path, env={})
+    assert dataclasses.replace(config, source_file=None) == default_sandbox_config(tmp_path)
+    assert config_digest(config) == config_digest(default_sandbox_config(tmp_path))
+    text = path.read_text()
+    assert text.startswith("# exitplan config")
+    assert "exitplan migrate --config exitplan.yaml" in text
+    # Every setting is explained: no line of YAML without a comment in its block.
+    assert sum(1 for line in text.splitlines() if line.lstrip().startswith("#")) >= 15
+
+
+def test_writing_the_sandbox_config_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "exitplan.yaml"
+    path.write_text("mine\n")
+    with pytest.raises(ConfigError) as err:
+        write_sandbox_config(path)
+    assert str(err.value) == (
+        f"{path}: already exists; config init never overwrites a file: give another path, or "
+        "move this one away first"
+    )
+    assert path.read_text() == "mine\n"
+    with pytest.raises(ConfigError, match=r"cannot write the config \(No such file or dir"):
+        write_sandbox_config(tmp_path / "no" / "such" / "dir.yaml")

@@ -273,6 +273,40 @@ def test_syntax_check_accepts_old_deadlines_and_refuses_garbage() -> None:
         check_deadline_syntax("2021-01-10T23:59")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9999-12-31T23:59:00-08:00",
+        "9999-12-31T23:59:00+08:00",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31 23:59 PST",
+        "9999-12-31 23:59 America/Los_Angeles",
+        "9999-12-31 23:59 -05:00",
+        "0001-01-01T00:00+05:00",
+        "0001-01-01 00:00 Asia/Tokyo",
+    ],
+)
+def test_deadlines_at_the_ends_of_the_calendar_are_refused_not_overflowed(text: str) -> None:
+    """Year 9999 with an offset or a zone, or year 1 east of UTC, has no UTC
+    instant a datetime can hold: a clean ConfigError, at load and at run time."""
+    expected = (
+        f"{text!r} is outside the dates exitplan can count with (years 1 to 9998, in UTC); "
+        "check the year"
+    )
+    with pytest.raises(ConfigError) as err:
+        check_deadline_syntax(text)
+    assert str(err.value) == f"deadline {expected}"
+    with pytest.raises(ConfigError) as err:
+        parse_deadline(text, NOW)
+    assert str(err.value) == f"--deadline {expected}"
+
+
+def test_the_latest_deadline_taken_works_in_every_zone() -> None:
+    at = parse_deadline("9998-12-31 23:59 Pacific/Kiritimati", NOW)
+    assert at == utc(9998, 12, 31, 9, 59)
+    assert Deadline(at, timedelta(days=1)).margin_if_finished_at(NOW) > timedelta(0)
+
+
 # -- durations --------------------------------------------------------------
 
 

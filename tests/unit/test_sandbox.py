@@ -326,11 +326,89 @@ def summary_ids(summary: sb.SeedSummary) -> dict[str, Any]:
     return json.loads(json.dumps(summary.__dict__, default=lambda o: o.__dict__))
 
 
+def content(account: AwsAccount) -> dict[str, Any]:
+    """What an export reads, beyond the ids: inventory, bodies, items, records, values."""
+    from orchestrator.inventory import collect_inventory, fact_to_json
+
+    s3 = account.client("s3")
+    bodies = {}
+    for version in s3.list_object_versions(Bucket=sb.CONFIG_BUCKET)["Versions"]:
+        got = s3.get_object(
+            Bucket=sb.CONFIG_BUCKET, Key=version["Key"], VersionId=version["VersionId"]
+        )
+        bodies[f"{version['Key']}@{version['VersionId']}"] = got["Body"].read().hex()
+    for key in ("video/2020/0018.mp4", "users/1007/Profilbild München (2).jpg"):
+        body = s3.get_object(Bucket=sb.MEDIA_BUCKET, Key=key)["Body"].read()
+        bodies[key] = hashlib.sha256(body).hexdigest()
+    # The S3 exporter learns a multipart object's part size from its first part.
+    first_parts = {
+        obj.key: s3.head_object(Bucket=sb.MEDIA_BUCKET, Key=obj.key, PartNumber=1)["ContentLength"]
+        for obj in sb.seed_objects()
+        if obj.multipart
+    }
+    assert set(first_parts.values()) == {sb.MULTIPART_PART_SIZE}
+    ddb = account.client("dynamodb")
+    items = [
+        json.dumps(item, sort_keys=True, default=lambda b: b.hex())
+        for page in ddb.get_paginator("scan").paginate(TableName=sb.SESSIONS_TABLE)
+        for item in page["Items"]
+    ]
+    zone = account.client("route53").list_resource_record_sets(
+        HostedZoneId=account.client("route53").list_hosted_zones()["HostedZones"][0]["Id"]
+    )["ResourceRecordSets"]
+    sm = account.client("secretsmanager")
+    ssm = account.client("ssm")
+    ebs = account.client("ebs")
+    blocks = {}
+    for snapshot in account.client("ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"]:
+        if not snapshot.get("Tags"):
+            continue  # moto's AMI snapshots
+        listing = ebs.list_snapshot_blocks(SnapshotId=snapshot["SnapshotId"])
+        for block in listing["Blocks"]:
+            data = ebs.get_snapshot_block(
+                SnapshotId=snapshot["SnapshotId"],
+                BlockIndex=block["BlockIndex"],
+                BlockToken=block["BlockToken"],
+            )["BlockData"].read()
+            blocks[f"{snapshot['SnapshotId']}/{block['BlockIndex']}"] = data.hex()
+    elb = account.client("elbv2")
+    (lb,) = elb.describe_load_balancers()["LoadBalancers"]
+    return {
+        "inventory": [fact_to_json(f) for f in collect_inventory(account)],
+        "bodies": bodies,
+        "first_parts": first_parts,
+        "items": sorted(items),
+        "zone": zone,
+        "secrets": [
+            sm.get_secret_value(SecretId=name)["SecretString"]
+            for name in (sb.DB_PASSWORD_SECRET, sb.API_KEYS_SECRET)
+        ],
+        "parameters": [
+            ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+            for name in (sb.FEATURE_FLAGS_PARAMETER, sb.SMTP_PASSWORD_PARAMETER)
+        ],
+        "blocks": blocks,
+        "listeners": sorted(
+            [x["Port"], x.get("Certificates", [{}])[0].get("CertificateArn", "")]
+            for x in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+        ),
+    }
+
+
+def next_ids(account: AwsAccount) -> dict[str, str]:
+    """Ids moto draws after the sandbox is up: equal only if its generator's state is."""
+    s3 = account.client("s3")
+    version = s3.put_object(Bucket=sb.CONFIG_BUCKET, Key="app/settings.json", Body=b"x")
+    ec2 = account.client("ec2")
+    volume = ec2.create_volume(AvailabilityZone=f"{sb.SANDBOX_REGION}a", Size=1)
+    return {"version": version["VersionId"], "volume": volume["VolumeId"]}
+
+
 # Run in a child process: prints one JSON line per seeding.
 _CHILD = """
 import json, os, sys
 from orchestrator.sandbox import account as sb
-from tests.unit.test_sandbox import fingerprint, summary_ids
+from tests.unit.test_sandbox import content, fingerprint, next_ids, summary_ids
 mode = sys.argv[1]
 out = []
 if mode == "server":
@@ -345,17 +423,29 @@ if mode == "server":
     summary = sb.seed_microblog(account)
     out.append({"fingerprint": fingerprint(account), "summary": summary_ids(summary)})
     server.stop()
+elif mode == "content":
+    with sb.running_sandbox() as running:
+        out.append({"fingerprint": fingerprint(running.account),
+                    "summary": summary_ids(running.summary),
+                    "content": content(running.account),
+                    "next_ids": next_ids(running.account),
+                    "from_cache": running.from_cache})
+elif mode == "load":
+    import moto
+    with moto.mock_aws():
+        out.append({"loaded": sb._load_cached_sandbox(sb.sandbox_cache_dir()) is not None})
 else:
     for _ in range(int(mode)):
         with sb.running_sandbox() as running:
             out.append({"fingerprint": fingerprint(running.account),
-                        "summary": summary_ids(running.summary)})
+                        "summary": summary_ids(running.summary),
+                        "from_cache": running.from_cache})
         out[-1]["env_restored"] = "AWS_ACCESS_KEY_ID" not in os.environ
 print(json.dumps(out))
 """
 
 
-def _start_child(mode: str, hash_seed: str) -> subprocess.Popen[str]:
+def _start_child(mode: str, hash_seed: str, cache_dir: Path | str = "off") -> subprocess.Popen[str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -364,6 +454,7 @@ def _start_child(mode: str, hash_seed: str) -> subprocess.Popen[str]:
     # Different hash seeds: set and dict-of-set iteration order must not leak into ids.
     env["PYTHONHASHSEED"] = hash_seed
     env["PYTHONPATH"] = str(REPO)
+    env[sb.CACHE_DIR_ENV] = str(cache_dir)
     if mode == "server":
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     return subprocess.Popen(
@@ -383,14 +474,20 @@ def _collect(child: subprocess.Popen[str]) -> list[dict[str, Any]]:
     return result
 
 
-def test_every_seeding_gives_identical_ids_and_checksums() -> None:
-    """Twice in one new process, once in another with another hash seed, and in
-    a moto server: the same version ids, ETags, instance, volume and snapshot
-    ids, and an equal SeedSummary. (New processes, as a resume is: in this
-    test process, threads left by earlier tests could draw from moto's one
-    random generator while it seeds.)"""
-    children = [_start_child("2", "1"), _start_child("1", "2"), _start_child("server", "3")]
+def test_every_seeding_gives_identical_ids_and_checksums(tmp_path: Path) -> None:
+    """Seeded and then loaded from a new cache in one new process, seeded in
+    another with another hash seed (no cache), and seeded in a moto server:
+    the same version ids, ETags, instance, volume and snapshot ids, and an
+    equal SeedSummary. (New processes, as a resume is: in this test process,
+    threads left by earlier tests could draw from moto's one random
+    generator while it seeds.)"""
+    children = [
+        _start_child("2", "1", tmp_path / "cache"),
+        _start_child("1", "2"),
+        _start_child("server", "3"),
+    ]
     twice, once, server = (_collect(c) for c in children)
+    assert [run.pop("from_cache") for run in [*twice, *once]] == [False, True, False]
 
     runs = [*twice, *once, *server]
     for run in runs:
@@ -407,3 +504,73 @@ def test_every_seeding_gives_identical_ids_and_checksums() -> None:
     assert len(fp["config_versions"]) == sum(n for _, n in sb._CONFIG_KEYS)
     # Every volume has its nightly snapshot.
     assert len(fp["instances"]) == 3 and len(fp["volumes"]) == 4 and len(fp["snapshots"]) == 4
+
+
+@pytest.fixture(scope="module")
+def cold_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A run that seeded the sandbox and saved it into a new cache, and what it saw."""
+    cache = tmp_path_factory.mktemp("sandbox-cache") / "cache"
+    (cold,) = _collect(_start_child("content", "1", cache))
+    return cache, cold
+
+
+def test_the_cached_sandbox_is_the_seeded_one_in_every_byte_and_next_id(
+    cold_run: tuple[Path, dict[str, Any]],
+) -> None:
+    """The first run seeds and saves; a later process loads the saved state:
+    the same inventory, bodies, items, records, secret values and EBS blocks,
+    and moto goes on drawing the same ids (a resume creates things too)."""
+    cache, cold = cold_run
+    (saved,) = cache.glob("sandbox-*.pickle")
+    assert saved.stat().st_mode & 0o077 == 0 and cache.stat().st_mode & 0o077 == 0
+    (warm,) = _collect(_start_child("content", "2", cache))
+
+    cold, warm = dict(cold), dict(warm)
+    assert (cold.pop("from_cache"), warm.pop("from_cache")) == (False, True)
+    for run in (cold, warm):
+        run["summary"] = {k: v for k, v in run["summary"].items() if k != "elapsed_seconds"}
+    assert warm == cold
+    assert len(cold["content"]["inventory"]) >= 20 and len(cold["content"]["items"]) >= 1000
+    assert len(cold["content"]["blocks"]) == len(sb.SNAPSHOT_BLOCK_INDICES) + 3 * 3
+
+
+def test_a_cache_file_others_could_write_or_that_is_not_a_snapshot_is_never_loaded(
+    cold_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    (original,) = cold_run[0].glob("sandbox-*.pickle")
+    saved = cache / original.name
+    saved.write_bytes(original.read_bytes())
+    saved.chmod(0o600)
+    assert _collect(_start_child("load", "1", cache)) == [{"loaded": True}]
+
+    saved.chmod(0o620)  # group-writable: someone else could have put code in it
+    assert _collect(_start_child("load", "1", cache)) == [{"loaded": False}]
+    assert saved.exists(), "a file that is not ours to trust is left alone, not loaded"
+
+    saved.chmod(0o600)
+    saved.write_bytes(saved.read_bytes()[:2000])  # cut short, as a full disk leaves it
+    assert _collect(_start_child("load", "1", cache)) == [{"loaded": False}]
+    assert not saved.exists(), "a damaged cache is removed so the next run writes a good one"
+
+
+def test_a_snapshot_that_names_anything_but_moto_state_does_not_run(tmp_path: Path) -> None:
+    import pickle
+
+    from orchestrator.sandbox.snapshot import SnapshotError, restore_moto_state
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self) -> Any:
+            return (os.system, (f"touch {marker}",))
+
+    dotted = (
+        b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x0emoto.s3.models\x8c\tos.system"
+        b"\x93\x8c\x0btouch /tmp/x\x85R."
+    )
+    for data in (pickle.dumps(Payload()), dotted, pickle.dumps(getattr)):
+        with pytest.raises(SnapshotError, match="may not name"):
+            restore_moto_state(data)
+    assert not marker.exists()

@@ -67,6 +67,11 @@ class ExportContext:
     #: Records something the export created outside the workspace (an EBS or
     #: RDS snapshot) in the run's undo log: (kind, resource, description).
     record_undo: Callable[[str, Mapping[str, Any], str], int] | None = None
+    #: Told about each thing an exporter starts outside the workspace (the RDS
+    #: restore check's PostgreSQL server), with a JSON-able record of it, as
+    #: soon as it exists: the caller journals the undo
+    #: (``orchestrator.postgres.stop_recorded_cluster``).
+    on_resource_started: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ from orchestrator.postgres import (
     redact,
     require_pg_tools,
     row_counts,
+    stop_recorded_cluster,
 )
 from providers.aws import AwsAccount, call_aws
 
@@ -671,7 +672,9 @@ class RdsExporter(Exporter):
         """pg_restore every database into a scratch one and compare exact row counts."""
         cluster: LocalCluster | None = None
         if self.restore_target is None:
-            cluster = LocalCluster(tools, parent_dir=root.parent).start()
+            cluster = LocalCluster(
+                tools, parent_dir=root.parent, on_started=self.context.on_resource_started
+            ).start()
             server = cluster.conn()
         else:
             server = self.restore_target
@@ -845,3 +848,34 @@ def undo_snapshot(resource: Mapping[str, Any], context: Any) -> str:
             "hand or grant rds:DeleteDBSnapshot and run rollback again"
         ) from None
     return f"deleted RDS snapshot {snapshot_id} in {region}"
+
+
+def remove_scratch(scratch_dir: Path) -> list[str]:
+    """Remove a run's scratch directory; returns what was done, for the log.
+
+    It holds pg_dump output (database contents in clear) until the dump is
+    exported, and, for a non-root run, the restore check's PostgreSQL cluster.
+    A killed run leaves both: call this for the scratch of every run that is
+    not running (at resume, at the next run) and when a run ends. A cluster
+    found inside is stopped first (:func:`stop_recorded_cluster`, which signals
+    only its own postmaster). Idempotent.
+    """
+    if not scratch_dir.exists():
+        return []
+    done = [
+        stop_recorded_cluster(
+            {
+                "kind": "postgres-cluster",
+                "workdir": str(pid_file.parent.parent),
+                "datadir": str(pid_file.parent),
+            }
+        )
+        for pid_file in sorted(scratch_dir.glob("**/exitplan-pg-*/data/postmaster.pid"))
+    ]
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    if scratch_dir.exists():
+        raise FatalError(
+            f"could not remove {scratch_dir}; remove it by hand (it may hold "
+            "database contents in clear)"
+        )
+    return [*done, f"removed {scratch_dir}"]
