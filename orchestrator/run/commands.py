@@ -29,6 +29,7 @@ from orchestrator.export.exporters.base import exporter_kinds
 from orchestrator.export.steps import ExportStep, ManifestStep, PlanStep
 from orchestrator.export.transfer import Destination
 from orchestrator.placement.steps import InventoryStep, PlaceStep, ProbeStep
+from orchestrator.replay.steps import ReplayStep, VerifyServiceStep, service_report
 from orchestrator.report.run_report import build_report, write_report_json
 from orchestrator.run.cancel import CancelReason, CancelToken
 from orchestrator.run.deadline import Deadline
@@ -139,6 +140,9 @@ def plan_for(settings: RunSettings) -> Plan:
     return [
         plan_step,
         Parallel([InventoryStep(), ProbeStep(), PlaceStep()], [ExportStep(), ManifestStep()]),
+        # Needs both lanes: the host, and the manifest the playbook's artifacts are checked against.
+        ReplayStep(),
+        VerifyServiceStep(),
     ]
 
 
@@ -376,6 +380,7 @@ def _finish(run: RunContext, settings: RunSettings, runner: Runner) -> RunOutcom
         {"fitting": len(probe.fitting), "results": len(probe.results)} if probe else None
     )
     report["attempts"] = to_json(place.attempts) if place is not None else []
+    report["service"] = service_report(run.outputs)
     report["undo"] = [
         {"kind": e.kind, "description": e.description, "state": e.state}
         for e in run.journal.undo_entries(run.run_id, ("pending", "failed"))

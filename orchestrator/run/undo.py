@@ -37,6 +37,8 @@ UNDO_HANDLERS: dict[str, tuple[str, str]] = {
     "server": ("orchestrator.placement.provision", "undo_server"),
     "ebs-snapshot": ("orchestrator.export.exporters.ebs", "undo_snapshot"),
     "rds-snapshot": ("orchestrator.export.exporters.rds", "undo_snapshot"),
+    # Whatever a playbook step made on the host: files, directories, a user, a service.
+    "replay-step": ("orchestrator.replay.undo", "undo_replay_step"),
 }
 
 
