@@ -25,7 +25,6 @@ from tests.support.postgres import pg_tools as pg_tools
 from tests.support.postgres import postgres_cluster as postgres_cluster
 from tests.support.replay import (
     SECRET_VALUES,
-    Export,
     dump_files,
     local_placement,
     make_export,
