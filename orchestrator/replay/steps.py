@@ -253,20 +253,31 @@ class ReplayStep(Step[ReplayOutput]):
     output_type: ClassVar[type[Any]] = ReplayOutput
     after: ClassVar[tuple[str, ...]] = ("place", "manifest")
 
+    def __init__(self, only_kinds: tuple[str, ...] | None = None) -> None:
+        #: ``--only``: the run exports part of the data, so the playbook's artifacts may be missing.
+        self.only_kinds = only_kinds
+
     def inputs(self, run: RunContext) -> Mapping[str, Any]:
         path = playbook_path(run.config)
-        return {"playbook": str(path) if path else None}
+        return {"playbook": str(path) if path else None, "only": self.only_kinds}
 
     def preview(self, run: RunContext) -> str:
         path = playbook_path(run.config)
         if path is None:
             return "no playbook configured: the service is not brought up"
+        if self.only_kinds is not None:
+            return "skipped: --only exports part of the data; `exitplan replay` afterwards"
         return f"replay {path.name} on the chosen host (journaled, undo recorded)"
 
     def execute(self, run: RunContext) -> ReplayOutput:
         path = playbook_path(run.config)
         if path is None:
             raise StepSkipped("no playbook: set `playbook:` in the config to bring the service up")
+        if self.only_kinds is not None:
+            raise StepSkipped(
+                f"this run exports only {', '.join(self.only_kinds)} (--only); once the data the "
+                f"playbook needs is exported, `exitplan replay {run.run_id}` brings the service up"
+            )
         placement = _placement(run)
 
         def record_undo(step_id: str, resource: dict[str, Any], description: str) -> int:

@@ -141,7 +141,7 @@ def plan_for(settings: RunSettings) -> Plan:
         plan_step,
         Parallel([InventoryStep(), ProbeStep(), PlaceStep()], [ExportStep(), ManifestStep()]),
         # Needs both lanes: the host, and the manifest the playbook's artifacts are checked against.
-        ReplayStep(),
+        ReplayStep(settings.kinds),
         VerifyServiceStep(),
     ]
 

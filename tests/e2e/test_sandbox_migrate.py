@@ -10,12 +10,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from orchestrator.export.exporters.s3 import destination_key
-from orchestrator.sandbox.account import sandbox_account
+from orchestrator.sandbox.account import MEDIA_BUCKET, object_body, sandbox_account
 
 pytestmark = pytest.mark.e2e
 
@@ -58,10 +61,33 @@ def assert_sandbox_copied_byte_identical(vault: Path) -> int:
 @pytest.fixture(scope="module")
 def migrated(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
+) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
     cwd = tmp_path_factory.mktemp("sandbox")
     result = exitplan(cwd, "migrate", "--deadline", "+2h")
-    return cwd, result
+    yield cwd, result
+    # The replayed service outlives exitplan on purpose; the tests' does not.
+    for run in sorted((cwd / ".exitplan" / "runs").iterdir(), reverse=True):
+        exitplan(cwd, "rollback", run.name)
+
+
+def test_migrate_ends_with_the_service_answering_with_the_sources_data(migrated):
+    cwd, result = migrated
+    assert result.returncode == 0, result.stdout[-3000:]
+    report = json.loads(next((cwd / ".exitplan" / "runs").glob("*/report.json")).read_text())
+    service = report["service"]
+    assert service["answering"] is True
+    assert service["posts"] == {"served": "2400", "source": "2400", "equal": True}
+    assert service["media"]["equal"] and len(service["media"]["source_sha256"]) == 64
+    assert f"service: {service['url']} answering" in result.stdout
+    with urllib.request.urlopen(service["url"] + "api/stats", timeout=10) as answer:
+        assert json.loads(answer.read())["tables"]["public.posts"] == 2400
+    key = service["media"]["key"]
+    with urllib.request.urlopen(service["url"] + "media/" + quote(key), timeout=10) as answer:
+        body = answer.read()
+    assert (
+        hashlib.sha256(body).hexdigest()
+        == hashlib.sha256(object_body(MEDIA_BUCKET, key)).hexdigest()
+    )
 
 
 def test_migrate_on_the_sandbox_exits_0_and_reports(migrated):
@@ -158,6 +184,23 @@ def test_sigkill_during_export_then_resume_copies_nothing_verified_again(tmp_pat
     for step in done_at_kill:
         assert this_time[step] == "reused", (step, this_time)
     assert this_time["export"] == "done"
+    exitplan(tmp_path, "rollback")  # the replayed service outlives exitplan; the test's does not
+
+
+def test_rollback_stops_the_service_and_removes_what_the_replay_made(migrated):
+    cwd, _ = migrated
+    first = sorted((cwd / ".exitplan" / "runs").iterdir())[0]
+    service = json.loads((first / "report.json").read_text())["service"]
+    target = (cwd / "exitplan-target").resolve()
+    assert target.is_dir()
+    rolled = exitplan(cwd, "rollback", first.name)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert (
+        "stopped microblog-web" in rolled.stdout and "stopped microblog-postgres" in rolled.stdout
+    )
+    assert not target.exists() and not (cwd / "exitplan-target").exists()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(service["url"] + "healthz", timeout=5)
 
 
 def test_the_deadline_stops_migrate_with_exit_3_and_a_report_of_what_was_left(tmp_path):
