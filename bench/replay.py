@@ -120,9 +120,13 @@ class Bench:
     def check(self) -> None:
         assert self.target.stat().st_mode & 0o777 == 0o755, oct(self.target.stat().st_mode)
         for index in range(1, 6):
-            assert (self.target / f"f{index}.bin").read_bytes() == (self.files / f"f{index}.bin").read_bytes()
+            assert (self.target / f"f{index}.bin").read_bytes() == (
+                self.files / f"f{index}.bin"
+            ).read_bytes()
         assert (self.target / "app.conf").read_text().startswith("name=bench")
-        assert (self.target / "run" / "web.pid").exists() and (self.target / "work" / "copy.bin").exists()
+        assert (self.target / "run" / "web.pid").exists() and (
+            self.target / "work" / "copy.bin"
+        ).exists()
 
     # -- exitplan --------------------------------------------------------
 
@@ -150,19 +154,45 @@ class Bench:
             journal.finish_step(run_id, "place", "done", "", to_json(PlaceOutput(placement, ())))
         steps = [f'  - {{id: dir, directory: {{path: "{self.target}", mode: "0755"}}}}']
         for index in range(1, 6):
-            steps.append(f'  - {{id: f{index}, put: {{src: files/f{index}.bin, dest: "{self.target}/f{index}.bin"}}}}')
-        steps.append(f'  - {{id: conf, template: {{src: files/app.conf.j2, dest: "{self.target}/app.conf"}}}}')
-        steps.append(f'  - {{id: env, template: {{src: files/app.env.j2, dest: "{self.target}/app.env"}}}}')
+            steps.append(
+                f'  - {{id: f{index}, put: {{src: files/f{index}.bin, dest: "{self.target}/f{index}.bin"}}}}'
+            )
+        steps.append(
+            f'  - {{id: conf, template: {{src: files/app.conf.j2, dest: "{self.target}/app.conf"}}}}'
+        )
+        steps.append(
+            f'  - {{id: env, template: {{src: files/app.env.j2, dest: "{self.target}/app.env"}}}}'
+        )
         for index, argv in enumerate(COMMANDS, start=1):
-            steps.append(f"  - {{id: c{index}, command: {json.dumps([self.sub(a) for a in argv])}}}")
+            steps.append(
+                f"  - {{id: c{index}, command: {json.dumps([self.sub(a) for a in argv])}}}"
+            )
         steps.append(f'  - {{id: run, directory: "{self.target}/run"}}')
         steps.append(f"  - {{id: start, shell: {json.dumps(self.sub(START))}}}")
         steps.append(f"  - {{id: port, wait_for: {{port: {self.port}, interval: 0.02}}}}")
-        steps.append(f'  - {{id: health, http_check: {{url: "http://127.0.0.1:{self.port}/app.conf", interval: 0.05}}}}')
+        steps.append(
+            f'  - {{id: health, http_check: {{url: "http://127.0.0.1:{self.port}/app.conf", interval: 0.05}}}}'
+        )
         playbook = self.root / "exitplan.yaml"
-        playbook.write_text(f"vars: {{app_name: bench, port: {self.port}, target: \"{self.target}\"}}\nsteps:\n" + "\n".join(steps) + "\n")
-        return [sys.executable, "-m", "orchestrator.cli", "replay", run_id, "-c", str(config),
-                "--playbook", str(playbook), "-q", "--workspace", str(work / ".exitplan")] + (["-v"] if os.environ.get("BENCH_VERBOSE") else [])
+        playbook.write_text(
+            f'vars: {{app_name: bench, port: {self.port}, target: "{self.target}"}}\nsteps:\n'
+            + "\n".join(steps)
+            + "\n"
+        )
+        return [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "replay",
+            run_id,
+            "-c",
+            str(config),
+            "--playbook",
+            str(playbook),
+            "-q",
+            "--workspace",
+            str(work / ".exitplan"),
+        ] + (["-v"] if os.environ.get("BENCH_VERBOSE") else [])
 
     # -- ansible ---------------------------------------------------------
 
@@ -175,27 +205,97 @@ class Bench:
             f"ansible_ssh_private_key_file={self.key.private} ansible_python_interpreter=/usr/bin/python3 "
             f"ansible_ssh_common_args='-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes'\n"
         )
-        tasks = [{"name": "dir", "ansible.builtin.file": {"path": str(self.target), "state": "directory", "mode": "0755"}}]
+        tasks = [
+            {
+                "name": "dir",
+                "ansible.builtin.file": {
+                    "path": str(self.target),
+                    "state": "directory",
+                    "mode": "0755",
+                },
+            }
+        ]
         for index in range(1, 6):
-            tasks.append({"name": f"f{index}", "ansible.builtin.copy": {"src": str(self.files / f"f{index}.bin"), "dest": f"{self.target}/f{index}.bin"}})
-        tasks.append({"name": "conf", "ansible.builtin.template": {"src": str(self.files / "app.conf.j2"), "dest": f"{self.target}/app.conf"}})
-        tasks.append({"name": "env", "ansible.builtin.template": {"src": str(self.files / "app.env.j2"), "dest": f"{self.target}/app.env"}})
+            tasks.append(
+                {
+                    "name": f"f{index}",
+                    "ansible.builtin.copy": {
+                        "src": str(self.files / f"f{index}.bin"),
+                        "dest": f"{self.target}/f{index}.bin",
+                    },
+                }
+            )
+        tasks.append(
+            {
+                "name": "conf",
+                "ansible.builtin.template": {
+                    "src": str(self.files / "app.conf.j2"),
+                    "dest": f"{self.target}/app.conf",
+                },
+            }
+        )
+        tasks.append(
+            {
+                "name": "env",
+                "ansible.builtin.template": {
+                    "src": str(self.files / "app.env.j2"),
+                    "dest": f"{self.target}/app.env",
+                },
+            }
+        )
         for index, argv in enumerate(COMMANDS, start=1):
-            tasks.append({"name": f"c{index}", "ansible.builtin.command": {"argv": [self.sub(a) for a in argv]}})
-        tasks.append({"name": "run", "ansible.builtin.file": {"path": f"{self.target}/run", "state": "directory"}})
+            tasks.append(
+                {
+                    "name": f"c{index}",
+                    "ansible.builtin.command": {"argv": [self.sub(a) for a in argv]},
+                }
+            )
+        tasks.append(
+            {
+                "name": "run",
+                "ansible.builtin.file": {"path": f"{self.target}/run", "state": "directory"},
+            }
+        )
         tasks.append({"name": "start", "ansible.builtin.shell": self.sub(START)})
-        tasks.append({"name": "port", "ansible.builtin.wait_for": {"port": self.port, "host": "127.0.0.1", "sleep": 1}})
-        tasks.append({"name": "health", "ansible.builtin.uri": {"url": f"http://127.0.0.1:{self.port}/app.conf"}})
-        play = [{"hosts": "bench", "gather_facts": not tuned, "vars": {"app_name": "bench", "port": self.port, "target": str(self.target)}, "tasks": tasks}]
+        tasks.append(
+            {
+                "name": "port",
+                "ansible.builtin.wait_for": {"port": self.port, "host": "127.0.0.1", "sleep": 1},
+            }
+        )
+        tasks.append(
+            {
+                "name": "health",
+                "ansible.builtin.uri": {"url": f"http://127.0.0.1:{self.port}/app.conf"},
+            }
+        )
+        play = [
+            {
+                "hosts": "bench",
+                "gather_facts": not tuned,
+                "vars": {"app_name": "bench", "port": self.port, "target": str(self.target)},
+                "tasks": tasks,
+            }
+        ]
         site = work / "site.yml"
         site.write_text(json.dumps(play))
         config = work / "ansible.cfg"
         config.write_text("[defaults]\n")
-        env = {**self.env, "ANSIBLE_CONFIG": str(config), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+        env = {
+            **self.env,
+            "ANSIBLE_CONFIG": str(config),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        }
         if tuned:
             env["ANSIBLE_PIPELINING"] = "True"
             env["ANSIBLE_SSH_ARGS"] = "-C -o ControlMaster=auto -o ControlPersist=60s"
-        return [shutil.which("ansible-playbook") or "ansible-playbook", "-i", str(inventory), str(site)], env
+        return [
+            shutil.which("ansible-playbook") or "ansible-playbook",
+            "-i",
+            str(inventory),
+            str(site),
+        ], env
 
     # -- pyinfra ---------------------------------------------------------
 
@@ -213,7 +313,9 @@ class Bench:
             "files.directory(name='dir', path=T, mode='755')",
         ]
         for index in range(1, 6):
-            lines.append(f"files.put(name='f{index}', src={str(self.files / f'f{index}.bin')!r}, dest=T + '/f{index}.bin')")
+            lines.append(
+                f"files.put(name='f{index}', src={str(self.files / f'f{index}.bin')!r}, dest=T + '/f{index}.bin')"
+            )
         for name in ("conf", "env"):
             lines.append(
                 f"files.template(name={name!r}, src={str(self.files / f'app.{name}.j2')!r}, dest=T + '/app.{name}', "
@@ -230,14 +332,33 @@ class Bench:
             f"'python3 -c \"import urllib.request; urllib.request.urlopen(\\'http://127.0.0.1:{self.port}/app.conf\\', timeout=5)\"'])"
         )
         (work / "deploy.py").write_text("\n".join(lines) + "\n")
-        return [shutil.which("pyinfra") or "pyinfra", str(work / "inventory.py"), str(work / "deploy.py"), "-y"]
+        return [
+            shutil.which("pyinfra") or "pyinfra",
+            str(work / "inventory.py"),
+            str(work / "deploy.py"),
+            "-y",
+        ]
 
     # -- the floor -------------------------------------------------------
 
     def floor_command(self) -> list[str]:
-        return [sys.executable, __file__, "floor", "--port", str(self.server.port), "--key", str(self.key.private),
-                "--host-key", self.server.host_key.public_key, "--target", str(self.target),
-                "--files", str(self.files), "--service-port", str(self.port)]
+        return [
+            sys.executable,
+            __file__,
+            "floor",
+            "--port",
+            str(self.server.port),
+            "--key",
+            str(self.key.private),
+            "--host-key",
+            self.server.host_key.public_key,
+            "--target",
+            str(self.target),
+            "--files",
+            str(self.files),
+            "--service-port",
+            str(self.port),
+        ]
 
 
 def run_floor(args: argparse.Namespace) -> None:
@@ -249,9 +370,20 @@ def run_floor(args: argparse.Namespace) -> None:
 
     client = paramiko.SSHClient()
     kind, blob = args.host_key.split()[:2]
-    client.get_host_keys().add(f"[{ADDRESS}]:{args.port}", kind, paramiko.PKey.from_type_string(kind, base64.b64decode(blob)))
+    client.get_host_keys().add(
+        f"[{ADDRESS}]:{args.port}",
+        kind,
+        paramiko.PKey.from_type_string(kind, base64.b64decode(blob)),
+    )
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(ADDRESS, port=args.port, username=BENCH_USER, key_filename=args.key, look_for_keys=False, allow_agent=False)
+    client.connect(
+        ADDRESS,
+        port=args.port,
+        username=BENCH_USER,
+        key_filename=args.key,
+        look_for_keys=False,
+        allow_agent=False,
+    )
     transport = client.get_transport()
     assert transport is not None
     transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -270,7 +402,9 @@ def run_floor(args: argparse.Namespace) -> None:
         sftp.put(f"{args.files}/f{index}.bin", f"{target}/f{index}.bin")
     context = {"app_name": "bench", "port": port, "target": target}
     for name in ("conf", "env"):
-        text = jinja2.Template(Path(f"{args.files}/app.{name}.j2").read_text(), keep_trailing_newline=True).render(context)
+        text = jinja2.Template(
+            Path(f"{args.files}/app.{name}.j2").read_text(), keep_trailing_newline=True
+        ).render(context)
         with sftp.open(f"{target}/app.{name}", "w") as out:
             out.write(text)
     for argv in COMMANDS:
@@ -278,23 +412,33 @@ def run_floor(args: argparse.Namespace) -> None:
     run(f"mkdir -p {target}/run")
     run(START.replace("{T}", target).replace("{P}", str(port)))
     run(f"while ! grep -qi ':{port:04X} 00000000:0000 0A' /proc/net/tcp; do sleep 0.02; done")
-    run(f"python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/app.conf', timeout=5)\"")
+    run(
+        f"python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/app.conf', timeout=5)\""
+    )
     sftp.close()
     client.close()
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise RuntimeError(f"{argv[0]} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{argv[0]} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return elapsed
 
 
 def version(argv: list[str]) -> str:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60).stdout.strip().splitlines()[0]
+        return (
+            subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+            .stdout.strip()
+            .splitlines()[0]
+        )
     except (OSError, IndexError):
         return "not installed"
 
@@ -317,10 +461,24 @@ def main() -> int:
     tools = [t for t in args.tools.split(",") if t]
     root = Path(tempfile.mkdtemp(prefix="exitplan-bench-replay-"))
     root.chmod(0o755)
-    made_user = subprocess.run(["getent", "passwd", BENCH_USER], capture_output=True, check=False).returncode != 0
+    made_user = (
+        subprocess.run(
+            ["getent", "passwd", BENCH_USER], capture_output=True, check=False
+        ).returncode
+        != 0
+    )
     if made_user:
         subprocess.run(
-            ["useradd", "--user-group", "--no-create-home", "--home-dir", str(root / "home"), "--shell", "/bin/sh", BENCH_USER],
+            [
+                "useradd",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                str(root / "home"),
+                "--shell",
+                "/bin/sh",
+                BENCH_USER,
+            ],
             check=True,
         )
         # useradd leaves the password "!" (locked), which sshd refuses even for keys.
@@ -350,7 +508,10 @@ def main() -> int:
                 bench.reset()
                 argv, env = commands[tool]
                 if tool.startswith("ansible"):
-                    env = {**env, "ANSIBLE_SSH_CONTROL_PATH_DIR": str(root / f"cp-{tool}-{round_index}")}
+                    env = {
+                        **env,
+                        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(root / f"cp-{tool}-{round_index}"),
+                    }
                 times[tool].append(timed(argv, env, root))
                 bench.check()
                 print(f"round {round_index + 1} {tool}: {times[tool][-1]:.2f}s", flush=True)
@@ -364,7 +525,13 @@ def main() -> int:
     return 0
 
 
-def write_results(path: Path, tools: list[str], times: dict[str, list[float]], args: argparse.Namespace, started_at: datetime.datetime) -> None:
+def write_results(
+    path: Path,
+    tools: list[str],
+    times: dict[str, list[float]],
+    args: argparse.Namespace,
+    started_at: datetime.datetime,
+) -> None:
     floor = statistics.median(times["floor"]) if "floor" in times else None
     rows = []
     for tool in tools:
@@ -373,7 +540,12 @@ def write_results(path: Path, tools: list[str], times: dict[str, list[float]], a
         per_step = f"{median / 20 * 1000:.0f}"
         runs = ", ".join(f"{t:.2f}" for t in times[tool])
         rows.append(f"| {tool} | {median:.2f} | {per_step} | {ratio} | {runs} |")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     section = f"""
 ## Replay
 

@@ -327,6 +327,10 @@ class ReplayRunner:
         self._facts = None  # facts are read again for every step that needs them
         op = OPS[step.op]
         journal = not self.options.check
+        if reuse:
+            record = self.journal.replay_step(self.run_id, self.label, step.id)
+            if record is not None and record.status == "skipped":
+                return self._done(step, "reused", "skipped by an earlier replay of this run")
         try:
             context = self._context(variables)
             if step.condition is not None and not evaluate_condition(step.condition, context):
@@ -409,6 +413,10 @@ class ReplayRunner:
                 if not isinstance(exc, ExitplanError):
                     log.debug("step %s raised %s", step.id, type(exc).__name__, exc_info=True)
                 message = self.redactor.text(str(exc) or type(exc).__name__)
+                if self.options.check and any(o.status == "would-change" for o in self.outcomes):
+                    # A dry run cannot read what the steps above would have made.
+                    why = f"cannot be checked before the steps above change the host ({message})"
+                    return "would-change", Check(False, why), {}, attempts
                 if attempts > step.retries:
                     raise _StepFailed(message, attempts) from None
                 log.info(
