@@ -169,7 +169,9 @@ class ReplayRunner:
             self._facts = self._read_facts()
         return self._facts
 
-    def _context(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+    def _context(self, variables: Mapping[str, Any], *, facts: bool = True) -> dict[str, Any]:
+        """What templates see. ``facts``: read the host's facts (one command) for them;
+        a step whose templates never name ``facts`` does not pay for that."""
         artifacts = {}
         for name, ref in self.playbook.artifacts.items():
             view: dict[str, Any] = {"key": ref.key or ref.prefix, "prefix": ref.prefix}
@@ -182,7 +184,7 @@ class ReplayRunner:
             **variables,
             "secrets": dict(self.secrets.values),
             "artifacts": artifacts,
-            "facts": self.facts().as_template(),
+            "facts": self.facts().as_template() if facts else {},
             "steps": self.outputs,
             "host": {
                 "name": self.label,
@@ -199,7 +201,9 @@ class ReplayRunner:
         """``vars`` rendered in order (each may use the ones before it, host and facts)."""
         variables: dict[str, Any] = {}
         for name, value in self.playbook.vars.items():
-            variables[name] = render_value(value, self._context(variables))
+            variables[name] = render_value(
+                value, self._context(variables, facts=_names_facts(value))
+            )
         return variables
 
     # -- the replay --------------------------------------------------------
@@ -259,7 +263,10 @@ class ReplayRunner:
         service_url = None
         if self.playbook.service is not None:
             try:
-                service_url = render_text(self.playbook.service.url, self._context(variables))
+                service_url = render_text(
+                    self.playbook.service.url,
+                    self._context(variables, facts=_names_facts(self.playbook.service.url)),
+                )
             except RenderError:
                 service_url = None
         return ReplayResult(
@@ -332,7 +339,9 @@ class ReplayRunner:
             if record is not None and record.status == "skipped":
                 return self._done(step, "reused", "skipped by an earlier replay of this run")
         try:
-            context = self._context(variables)
+            # A template file is read when the op runs: it gets the facts either way.
+            uses_facts = step.op == "template" or _names_facts([step.args, step.condition])
+            context = self._context(variables, facts=uses_facts)
             if step.condition is not None and not evaluate_condition(step.condition, context):
                 if journal:
                     self.journal.start_replay_step(self.run_id, self.label, step.id, "")
@@ -462,3 +471,8 @@ class ReplayRunner:
                 self.run_id, self.label, step.id, "failed", None, message
             )
         return self._done(step, "failed", message, attempts=attempts)
+
+
+def _names_facts(value: Any) -> bool:
+    """Whether templates in ``value`` may read ``facts`` (a cheap, safe over-approximation)."""
+    return "facts" in json.dumps(value, default=str)

@@ -316,6 +316,8 @@ def http_get(ctx_host: Host, python: str, url: str, timeout: float) -> tuple[int
     if not python:
         raise OpFailed("http_check needs python3 on the host to make the request there")
     result = ctx_host.run([python, "-c", _FETCH, url, str(timeout)], timeout=timeout + 30)
+    if result.exit_status == 127:
+        raise FileNotFoundError(python)
     head, _, body = result.stdout.partition(b"\n")
     try:
         return int(head), body
@@ -339,7 +341,13 @@ class HttpCheckOp(Op):
     short: ClassVar[str | None] = "url"
 
     def _try(self, ctx: OpContext, args: Mapping[str, Any]) -> tuple[bool, str]:
-        status, body = http_get(ctx.host, ctx.facts().python3, args["url"], args["request_timeout"])
+        try:
+            # python3 on the PATH first: no facts to read for the common case.
+            status, body = http_get(ctx.host, "python3", args["url"], args["request_timeout"])
+        except FileNotFoundError:
+            status, body = http_get(
+                ctx.host, ctx.facts().python3, args["url"], args["request_timeout"]
+            )
         if status != args["status"]:
             return False, f"{args['url']} answered {status or 'nothing'}, not {args['status']}"
         if args.get("contains") and args["contains"].encode() not in body:
