@@ -251,6 +251,8 @@ class ReplayRunner:
             self.cancel.raise_if_set()
             outcome = self._step(step, variables, reuse=carry_on)
             self.outcomes.append(outcome)
+            if step.handler and outcome.status != "failed" and not options.check:
+                self.journal.handler_done(self.run_id, self.label, step.id)
             if outcome.status == "failed" and step.on_failure == "abort":
                 aborted = True
                 break
