@@ -458,3 +458,31 @@ steps:
         outcomes = rollback(j, run_id, UndoContext(default_sandbox_config(tmp_path), SystemClock()))
     assert all(o.state == "undone" for o in outcomes), outcomes
     assert not listening(port)
+
+
+def test_packages_already_installed_are_no_change_and_a_missing_one_is_only_planned_in_check_mode(
+    tmp_path: Path, journal: tuple[Journal, str]
+) -> None:
+    if not shutil.which("dpkg-query"):
+        pytest.skip("dpkg-query not found: the packages op is for Debian hosts")
+    playbook = write(
+        tmp_path / "p.yaml",
+        "steps:\n  - {id: base, packages: [coreutils, bash]}\n"
+        "  - {id: more, packages: [exitplan-no-such-package]}\n",
+    )
+    j, run_id = journal
+    export = make_export(tmp_path, {}, secrets=False)
+    result = replay(
+        playbook,
+        local_placement(),
+        export,
+        j,
+        run_id,
+        tmp_path / "run",
+        options=ReplayOptions(check=True),
+    )
+    assert [(o.step, o.status) for o in result.outcomes] == [
+        ("base", "ok"),
+        ("more", "would-change"),
+    ]
+    assert "install exitplan-no-such-package" in result.outcomes[1].detail
