@@ -41,6 +41,7 @@ from orchestrator.events import (
     StepFinished,
     StepStarted,
 )
+from orchestrator.replay.events import ReplayStarted, ReplayStepDone
 from orchestrator.run.deadline import format_duration, parse_deadline
 
 EXIT_USAGE = 2
@@ -84,6 +85,8 @@ class PlainRenderer:
             line = f"failed {event.key}: {event.error}"
         elif isinstance(event, RunWarning):
             line = f"warning: {event.message}"
+        elif isinstance(event, ReplayStepDone | ReplayStarted):
+            line = _replay_text(event)
         elif isinstance(event, Projection):
             now = time.monotonic()
             if now - self._last < self.every_s:
@@ -97,6 +100,17 @@ class PlainRenderer:
 
     def close(self) -> None:
         pass
+
+
+def _replay_text(event: ReplayStepDone | ReplayStarted) -> str:
+    """One line per playbook step (already redacted by the engine); a diff below it."""
+    if isinstance(event, ReplayStarted):
+        return f"replay {event.playbook} on {event.host} ({event.mode}, {event.steps} steps)"
+    kind = "handler" if event.handler else "step"
+    marker = f" [{event.marker}]" if event.marker else ""
+    tries = f" after {event.attempts} tries" if event.attempts > 1 else ""
+    text = f"  {kind} {event.step}{marker}: {event.status}{tries}: {event.detail}"
+    return text + ("\n" + event.diff.rstrip("\n") if event.diff else "")
 
 
 def _projection_text(event: Projection) -> str:
@@ -162,6 +176,10 @@ class RichRenderer:
             self.console.print(f"[{colour}]{event.status}[/] {event.step}{detail}")
         elif isinstance(event, RunWarning):
             self.console.print(f"[yellow]warning[/] {event.message}")
+        elif isinstance(event, ReplayStepDone | ReplayStarted):
+            from rich.markup import escape
+
+            self.console.print(escape(_replay_text(event)))
         elif isinstance(event, Projection):
             self.progress.update(
                 self._outlook, visible=True, description="outlook", note=_projection_text(event)
@@ -416,6 +434,16 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
             else f"{chosen['address']}:{chosen['port']}"
         )
         print(f"  host: {chosen['candidate']} ({chosen['target']}) at {where}")
+    service = report.get("service")
+    if service and service.get("url"):
+        answering = "answering" if service.get("answering") else "NOT answering"
+        print(f"  service: {service['url']} {answering} on {service['host']}")
+        for check in service.get("checks", []):
+            if check["kind"] == "health":
+                continue
+            verdict = "equal to" if check["equal"] else "DIFFERENT from"
+            served = check["served"] if check["kind"] == "rows" else check["served"][:16] + "..."
+            print(f"    {check['name']}: served {served}, {verdict} the source's")
     for step in report["steps"]:
         if step["status"] in ("failed", "cancelled"):
             print(f"  step {step['name']}: {step['status']}: {step['detail']}")
@@ -647,6 +675,70 @@ def cmd_rollback(args: argparse.Namespace, clock: Clock) -> int:
     return 1 if any(o.state == "failed" for o in outcomes) else 0
 
 
+def cmd_replay(args: argparse.Namespace, clock: Clock) -> int:
+    """``exitplan replay``: the arguments, then the engine; renders its events."""
+    from orchestrator.replay.command import replay_command
+    from orchestrator.replay.runner import ReplayOptions
+    from orchestrator.run.cancel import CancelToken
+    from orchestrator.run.commands import cancel_on_signals
+
+    if args.diff and not args.check:
+        raise ConfigError("--diff shows what --check would change: pass --check --diff")
+    if args.from_step and args.only:
+        raise ConfigError("--from and --only do not go together: pick one")
+    config = _load(args)
+    approve = None
+    if args.yes:
+        approve = _approve_all
+    elif sys.stdin.isatty():
+        approve = _ask
+    options = ReplayOptions(
+        check=args.check, diff=args.diff, from_step=args.from_step, only=args.only, approve=approve
+    )
+    events = EventBus()
+    renderer = None if args.quiet else PlainRenderer(sys.stdout, every_s=0)
+    if renderer is not None:
+        events.subscribe(renderer)
+    cancel = CancelToken()
+    with cancel_on_signals(cancel, lambda reason: None):
+        outcome = replay_command(
+            config,
+            args.run,
+            playbook=Path(args.playbook) if args.playbook else None,
+            identity=Path(args.identity) if args.identity else None,
+            options=options,
+            events=events,
+            clock=clock,
+            cancel=cancel,
+        )
+    result = outcome.result
+    if result is None:
+        print(
+            f"replay of run {outcome.run_id} stopped: {outcome.interrupted}; run it again to carry on"
+        )
+        return outcome.exit_code
+    changed = result.count("would-change" if args.check else "changed")
+    verb = "would change" if args.check else "changed"
+    print(f"{result.summary()}")
+    print(f"{changed} {verb}, {len(result.failed)} failed")
+    if result.service_url and not args.check and result.finished:
+        print(f"service: {result.service_url}")
+    if not result.finished and not args.check:
+        print(
+            f"not finished: `exitplan replay {outcome.run_id}` carries on at the first unfinished step"
+        )
+    return outcome.exit_code
+
+
+def _approve_all(prompt: str) -> bool:
+    return True
+
+
+def _ask(prompt: str) -> bool:
+    answer = input(f"{prompt} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
     from orchestrator.export.manifest import verify_destination
     from orchestrator.run.commands import existing_journal, open_destinations
@@ -809,6 +901,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run id (default: the newest)")
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "replay", parents=[common], help="replay the playbook onto the run's host, from its export"
+    )
+    p.add_argument("run", nargs="?", help="run id (default: the newest)")
+    p.add_argument("--playbook", metavar="FILE", help="default: the config's playbook:")
+    p.add_argument("--from", dest="from_step", metavar="ID", help="start at this step")
+    p.add_argument("--only", metavar="ID", help="run this step (or handler) alone")
+    p.add_argument("--check", action="store_true", help="change nothing; say what would change")
+    p.add_argument("--diff", action="store_true", help="with --check: show file diffs (redacted)")
+    p.add_argument("--yes", action="store_true", help="approve every pause step in advance")
+    p.add_argument("--identity", metavar="FILE", help="age identity for the secrets bundle")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
         "verify", parents=[common], help="re-read every saved object and check its sha256"

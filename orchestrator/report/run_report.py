@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,10 @@ from orchestrator.report.model import (
     Placement,
     PlacementAttempt,
     PlanEntry,
+    ReplayStep,
     RunReport,
+    Service,
+    ServiceCheck,
     Step,
 )
 from orchestrator.run.journal import Journal
@@ -134,6 +138,47 @@ def build_report(
         destinations=destinations,
         plan=plan,
     ).to_dict()
+
+
+def service_for_report(outputs: Mapping[str, Any]) -> Service | None:
+    """The replayed service from the replay and verify-service steps' outputs; None without one."""
+    from orchestrator.replay.steps import ReplayOutput, ServiceOutput
+
+    replay = outputs.get("replay")
+    if not isinstance(replay, ReplayOutput):
+        return None
+    checked = outputs.get("verify-service")
+    checked = checked if isinstance(checked, ServiceOutput) else None
+    return Service(
+        url=replay.service_url,
+        host=replay.host,
+        playbook=replay.playbook,
+        answering=None if checked is None else checked.healthy,
+        healthy_at=None if checked is None else checked.healthy_at,
+        changed=replay.changed,
+        ok=replay.ok,
+        failed=replay.failed,
+        checks=()
+        if checked is None
+        else tuple(
+            ServiceCheck(c.kind, c.name, c.served, c.source, c.equal) for c in checked.checks
+        ),
+    )
+
+
+def replay_steps_for_report(journal: Journal, run_id: str) -> tuple[ReplayStep, ...]:
+    return tuple(
+        ReplayStep(
+            id=r.step,
+            name=r.step,
+            host=r.host,
+            status=r.status,
+            changed=r.status == "changed",
+            duration_s=(r.finished_at - r.started_at).total_seconds() if r.finished_at else None,
+            detail=r.error or "",
+        )
+        for r in journal.replay_steps(run_id)
+    )
 
 
 def placement_for_report(probe: ProbeReport | None, place: PlaceOutput | None) -> Placement | None:

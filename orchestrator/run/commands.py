@@ -33,11 +33,14 @@ from orchestrator.export.steps import ExportStep, ManifestStep, PlanOutput, Plan
 from orchestrator.export.transfer import Destination
 from orchestrator.placement.probe import ProbeReport
 from orchestrator.placement.steps import InventoryStep, PlaceOutput, PlaceStep, ProbeStep
+from orchestrator.replay.steps import ReplayStep, VerifyServiceStep
 from orchestrator.report.model import CleanupOutcome, Objectives, RunReport, TrendPoint
 from orchestrator.report.recorder import ReportRecorder
 from orchestrator.report.run_report import (
     placement_for_report,
+    replay_steps_for_report,
     report_from_journal,
+    service_for_report,
     write_reports,
 )
 from orchestrator.run.cancel import CancelReason, CancelToken
@@ -160,6 +163,9 @@ def plan_for(settings: RunSettings) -> Plan:
     return [
         plan_step,
         Parallel([InventoryStep(), ProbeStep(), PlaceStep()], [ExportStep(), ManifestStep()]),
+        # Needs both lanes: the host, and the manifest the playbook's artifacts are checked against.
+        ReplayStep(settings.kinds),
+        VerifyServiceStep(),
     ]
 
 
@@ -481,6 +487,8 @@ def _finish(
             probe if isinstance(probe, ProbeReport) else None,
             place if isinstance(place, PlaceOutput) else None,
         ),
+        service=service_for_report(run.outputs),
+        replay=replay_steps_for_report(run.journal, run.run_id),
         projections=recorder.projections(),
         throughput=recorder.throughput(),
         warnings=recorder.warnings(),

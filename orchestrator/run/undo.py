@@ -39,6 +39,8 @@ UNDO_HANDLERS: dict[str, tuple[str, str]] = {
     "rds-snapshot": ("orchestrator.export.exporters.rds", "undo_snapshot"),
     # A PostgreSQL server exitplan started (the sandbox's, the restore check's).
     "postgres-cluster": ("orchestrator.postgres", "undo_cluster"),
+    # Whatever a playbook step made on the host: files, directories, a user, a service.
+    "replay-step": ("orchestrator.replay.undo", "undo_replay_step"),
 }
 
 

@@ -10,12 +10,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from orchestrator.export.exporters.s3 import destination_key
-from orchestrator.sandbox.account import sandbox_account
+from orchestrator.sandbox.account import MEDIA_BUCKET, object_body, sandbox_account
 
 pytestmark = pytest.mark.e2e
 
@@ -58,10 +61,37 @@ def assert_sandbox_copied_byte_identical(vault: Path) -> int:
 @pytest.fixture(scope="module")
 def migrated(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
+) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
     cwd = tmp_path_factory.mktemp("sandbox")
     result = exitplan(cwd, "migrate", "--deadline", "+2h")
-    return cwd, result
+    yield cwd, result
+    # The replayed service outlives exitplan on purpose; the tests' does not.
+    for run in sorted((cwd / ".exitplan" / "runs").iterdir(), reverse=True):
+        exitplan(cwd, "rollback", run.name)
+
+
+def test_migrate_ends_with_the_service_answering_with_the_sources_data(migrated):
+    cwd, result = migrated
+    assert result.returncode == 0, result.stdout[-3000:]
+    report = json.loads(next((cwd / ".exitplan" / "runs").glob("*/report.json")).read_text())
+    service = report["service"]
+    assert service["answering"] is True and service["healthy_at"]
+    posts = next(
+        c for c in service["checks"] if c["kind"] == "rows" and c["name"].endswith(".posts")
+    )
+    assert (posts["served"], posts["source"], posts["equal"]) == ("2400", "2400", True)
+    media = next(c for c in service["checks"] if c["kind"] == "file")
+    assert media["equal"] and len(media["source"]) == 64
+    assert f"service: {service['url']} answering" in result.stdout
+    with urllib.request.urlopen(service["url"] + "api/stats", timeout=10) as answer:
+        assert json.loads(answer.read())["tables"]["public.posts"] == 2400
+    key = media["name"]
+    with urllib.request.urlopen(service["url"] + "media/" + quote(key), timeout=10) as answer:
+        body = answer.read()
+    assert (
+        hashlib.sha256(body).hexdigest()
+        == hashlib.sha256(object_body(MEDIA_BUCKET, key)).hexdigest()
+    )
 
 
 def test_migrate_on_the_sandbox_exits_0_and_reports(migrated):
@@ -164,6 +194,25 @@ def test_sigkill_during_export_then_resume_copies_nothing_verified_again(tmp_pat
         assert not Path(json.loads(resource)["workdir"]).exists()
     assert set(report["reused_steps"]) == done_at_kill - {"export", "manifest"}
     assert "export" not in report["reused_steps"]
+    exitplan(tmp_path, "rollback")  # the replayed service outlives exitplan; the test's does not
+
+
+def test_rollback_stops_the_service_and_removes_what_the_replay_made(migrated):
+    cwd, _ = migrated
+    first = sorted((cwd / ".exitplan" / "runs").iterdir())[0]
+    service = json.loads((first / "report.json").read_text())["service"]
+    target = (cwd / "exitplan-target").resolve()
+    assert target.is_dir()
+    rolled = exitplan(cwd, "rollback", first.name)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert (
+        "stopped microblog-web" in rolled.stdout and "stopped microblog-postgres" in rolled.stdout
+    )
+    assert not target.exists() and not (cwd / "exitplan-target").exists()
+    if target.parent != cwd:  # moved where the service user can reach it: that goes too
+        assert not target.parent.exists()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(service["url"] + "healthz", timeout=5)
 
 
 def test_the_deadline_stops_migrate_with_exit_3_and_a_report_of_what_was_left(tmp_path):
