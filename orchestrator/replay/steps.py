@@ -161,8 +161,13 @@ def prepare_replay(
     identity: Path | None,
     record_undo: RecordUndo,
     options: ReplayOptions,
+    scratch_suffix: str = "",
 ) -> ReplaySession:
     """Validate ``path`` against the export's manifest and open everything a replay needs.
+
+    ``scratch_suffix`` (a drill's ``-drill-<run>``) reaches the playbook as
+    ``exitplan.scratch_suffix``: playbooks put it in the names of what they
+    make on the host, so a drill never touches a real exit's service.
 
     Raises ``ConfigError`` (nothing has run on any host) for a bad playbook,
     an artifact the manifest lacks, a secret the bundle lacks or no identity.
@@ -189,7 +194,11 @@ def prepare_replay(
         scratch=scratch,
         record_undo=record_undo,
         host_resource=host_resource(placement),
-        exitplan_vars={"run_id": run_id, "playbook_dir": str(playbook.directory)},
+        exitplan_vars={
+            "run_id": run_id,
+            "playbook_dir": str(playbook.directory),
+            "scratch_suffix": scratch_suffix,
+        },
         options=options,
     )
     return ReplaySession(playbook, artifacts, runner, host, scratch, redactor)
@@ -297,6 +306,7 @@ class ReplayStep(Step[ReplayOutput]):
                 identity=identity_path(run.config),
                 record_undo=record_undo,
                 options=ReplayOptions(),
+                scratch_suffix=run.scratch_suffix,
             )
         except ConfigError as exc:
             raise StepFailed(str(exc)) from exc

@@ -371,8 +371,10 @@ def execute_run(
             config = with_sandbox_recipient(config)
         run = _context(config, settings, run_id, journal, events, clock, cancel, checked)
         if settings.command == "drill":
-            # Never the real destinations: a scratch prefix of each, cleaned up at the end.
+            # Never the real destinations: a scratch prefix of each, cleaned up at the end;
+            # on the host, names of its own.
             run.open_destinations = lambda: scratch_destinations(run_id, open_destinations(config))
+            run.scratch_suffix = f"-drill-{run_id.lower()}"
         run.directory.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(run.directory / "exitplan.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -78,6 +78,9 @@ class RunContext:
     directory: Path
     #: Outputs of the steps done so far (this invocation or an earlier one).
     outputs: dict[str, Any] = field(default_factory=dict)
+    #: A drill's ``-drill-<run id>``: in the names of what it makes on hosts, so it never
+    #: touches a real exit's service ("" for migrate).
+    scratch_suffix: str = ""
     #: Opens the source account (a context manager): ``source()`` calls it once.
     open_source: Callable[[], contextlib.AbstractContextManager[AwsAccount]] | None = None
     #: Builds the destinations: ``destinations()`` calls it once.
