@@ -23,7 +23,7 @@ from orchestrator.config import Config
 from orchestrator.errors import Cancelled, ConfigError
 from orchestrator.events import EventBus, RunWarning, StepFinished, StepStarted
 from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
-from orchestrator.export.manifest import publish_manifest
+from orchestrator.export.manifest import publish_manifests
 from orchestrator.export.transfer import CancelToken, Destination, TransferEngine, TransferSettings
 from orchestrator.inventory import Fact, InventorySummary, collect_inventory, fact_to_json
 from orchestrator.inventory import summarize_inventory as summary_of
@@ -278,8 +278,13 @@ def _run(
         engine.close()
 
     with step("manifest") as s:
-        sizes = [publish_manifest(journal, d.name, d.store) for d in destinations]
-        s.detail = f"{len(sizes)} manifest(s), {sum(sizes)} bytes"
+        # A destination that cannot take its manifest (a full disk) fails the
+        # step, not the run: the run still ends with its report.
+        manifests = publish_manifests(journal, destinations)
+        s.detail = manifests.summary()
+        if manifests.failed:
+            s.status = "failed"
+            failed_steps.append("manifest")
 
     target: dict[str, Any] = {}
     if not request.whole_path:
