@@ -16,12 +16,15 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
+
+import botocore.exceptions
 
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
@@ -524,30 +527,60 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
+    """Re-read every stored object; mark what is missing or changed as damaged in
+    the journal (no longer verified), and with ``--repair`` copy exactly those
+    again by resuming the newest run. Exit 0 when everything is sound (or was
+    repaired), 1 otherwise."""
     from orchestrator.export.manifest import verify_destination
     from orchestrator.run.commands import open_destinations
 
     config = _load(args)
-    destinations = open_destinations(config)
-    if args.destination:
-        destinations = [d for d in destinations if d.name == args.destination]
-        if not destinations:
-            raise ConfigError(
-                f"--destination {args.destination!r}: no such destination in the config"
-            )
-    ok = True
+    damaged = 0
     with _existing_journal(config) as journal:
+        destinations = open_destinations(config)
+        if args.destination:
+            destinations = [d for d in destinations if d.name == args.destination]
+            if not destinations:
+                raise ConfigError(
+                    f"--destination {args.destination!r}: no such destination in the config"
+                )
         for destination in destinations:
             result = verify_destination(journal, destination.name, destination.store)
-            status = "ok" if result.ok else "BAD"
+            status = "ok" if result.ok else "DAMAGED"
+            unchecked = (
+                f"; {result.unchecked} stored unchecked (the source had no checksum for them)"
+                if result.unchecked
+                else ""
+            )
             print(
                 f"{destination.name}: {status}: {result.checked} objects, {_human_bytes(result.checked_bytes)} re-read; "
-                f"{len(result.missing)} missing, {len(result.mismatched)} mismatched"
+                f"{len(result.missing)} missing, {len(result.mismatched)} changed{unchecked}"
             )
-            for key in (result.missing + result.mismatched)[:20]:
-                print(f"  {key}")
-            ok = ok and result.ok
-    return 0 if ok else 1
+            for key in result.missing[:20]:
+                print(f"  missing {key}")
+            for key in result.mismatched[:20]:
+                print(f"  changed {key}")
+            damaged += len(result.damaged)
+        newest = journal.get_run()
+        if damaged and newest is not None and newest.status == "done":
+            # Its outcome no longer holds; `resume` carries it on.
+            journal.finish_run(newest.id, "failed")
+    if not damaged:
+        return 0
+    if not args.repair:
+        print(
+            f"{damaged} object(s) marked damaged in the journal (no longer verified); "
+            "`exitplan resume` or `exitplan verify --repair` copies exactly those again"
+        )
+        return 1
+    print(f"{damaged} object(s) marked damaged in the journal; copying them again")
+    resume_args = argparse.Namespace(**vars(args))
+    resume_args.command = "resume"
+    resume_args.run = None
+    for name in ("concurrency", "bwlimit", "only"):
+        setattr(resume_args, name, None)
+    resume_args.output = "text"
+    return cmd_resume(resume_args, clock)
 
 
 def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
@@ -657,9 +690,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
-        "verify", parents=[common], help="re-read every saved object and check its sha256"
+        "verify",
+        parents=[common],
+        help="re-read every saved object, check its sha256, mark what is damaged",
     )
     p.add_argument("--destination", help="only this destination")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="copy the damaged objects again (resumes the newest run)",
+    )
+    p.add_argument("--deadline", help="deadline of the repair, if the recorded one has passed")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("probe", parents=[common], help="check and rank the candidate hosts")
@@ -682,14 +723,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Log lines for the console: the message without a traceback. The run's
+    log file (``runs/<run>/exitplan.log``) keeps them; ``-v`` shows them here."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.verbose or not (record.exc_info or record.exc_text):
+            return super().format(record)
+        plain = logging.makeLogRecord(record.__dict__)
+        plain.exc_info, plain.exc_text = None, None
+        return super().format(plain) + " (details in the run's exitplan.log, or rerun with -v)"
+
+
+def _log_to_console(verbose: bool) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, _ConsoleFormatter):
+            root.removeHandler(handler)  # main() called again in one process
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(_ConsoleFormatter(verbose))
+    root.addHandler(console)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _what_the_journal_holds(args: argparse.Namespace | None, started: datetime) -> str:
+    """After an internal error: what a resume can carry on, read from the journal,
+    never assumed. Empty when this command keeps no journal."""
+    if args is None or getattr(args, "command", None) not in ("migrate", "export", "resume"):
+        return ""
+    try:
+        config = _load(args)
+        path = Path(config.workspace) / "journal.sqlite"
+        if not path.exists():
+            return (
+                "nothing was written to the journal; run the command again once the cause is fixed"
+            )
+        from orchestrator.run.journal import Journal
+
+        with Journal(path) as journal:
+            run = journal.get_run(getattr(args, "run", None))
+            counts = journal.item_counts(run.id) if run is not None else {}
+    except Exception:  # the journal itself may be what failed
+        return "the journal could not be read back; `exitplan status` says what it holds"
+    if run is None or (args.command != "resume" and run.started_at < started):
+        return "no run was recorded in the journal; run the command again once the cause is fixed"
+    return (
+        f"run {run.id} is in the journal ({counts.get('verified', 0)} items verified, "
+        f"{counts.get('in-flight', 0)} in flight); `exitplan resume` carries it on"
+    )
+
+
 def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
+    started = clock.now()
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-            format="%(levelname)s %(name)s: %(message)s",
-        )
+        _log_to_console(bool(getattr(args, "verbose", False)))
         code = int(args.func(args, clock))
     except ExitplanError as exc:
         print(f"exitplan: error: {exc}", file=sys.stderr)
@@ -701,13 +795,29 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
         # The reader went away (`exitplan inventory | head`): nothing to say.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141
-    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
-        logging.getLogger("exitplan").debug("internal error", exc_info=True)
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+    ) as exc:
+        # Expected: the source is down or the endpoint is wrong. No traceback.
         print(
-            f"exitplan: internal error: {type(exc).__name__}: {exc}\n"
-            "the journal is consistent; `exitplan resume` carries on. Rerun with -v for details.",
+            f"exitplan: error: cannot reach the source: {exc}; check source.aws.endpoint_url "
+            "(or the network) and run the command again",
             file=sys.stderr,
         )
+        held = _what_the_journal_holds(args, started)
+        if held:
+            print(held, file=sys.stderr)
+        code = 1
+    except Exception as exc:  # a bug: say so plainly, and only what is true
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        print(f"exitplan: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        held = _what_the_journal_holds(args, started)
+        if held:
+            print(held, file=sys.stderr)
+        if not getattr(args, "verbose", False):
+            print("Rerun with -v for the traceback.", file=sys.stderr)
         code = 1
     return code
 
