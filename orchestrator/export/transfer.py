@@ -143,7 +143,8 @@ def _retry_after_seconds(exc: BaseException | None) -> float:
 
 
 class _WaitHonouringRetryAfter:
-    """Jittered exponential backoff, capped, but never shorter than Retry-After."""
+    """Jittered exponential backoff, never shorter than Retry-After, never longer
+    than the cap (a server asking for more is asked again at the cap)."""
 
     def __init__(self, cap: float) -> None:
         self._jitter = wait_random_exponential(multiplier=0.25, max=cap)
