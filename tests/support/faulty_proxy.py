@@ -37,6 +37,7 @@ class FaultSchedule:
         seed: int = 7,
         retry_after: str = "0",
         faults: Sequence[str] = FAULTS,
+        zero_part_sizes: bool = False,
     ) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown or not faults:
@@ -44,6 +45,9 @@ class FaultSchedule:
         self.rate = rate
         self.retry_after = retry_after
         self.faults = tuple(faults)
+        #: Answer every HEAD of a part (``?partNumber=``) with Content-Length: 0,
+        #: as a broken source (or this proxy, once) did.
+        self.zero_part_sizes = zero_part_sizes
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.injected: Counter[str] = Counter()
@@ -109,6 +113,8 @@ def faulty_proxy(upstream: str, schedule: FaultSchedule) -> Iterator[str]:
                 if self.command == "HEAD":
                     # A HEAD's Content-Length is the object's (or the part's)
                     # size; there is no body to measure it by.
+                    if schedule.zero_part_sizes and "partNumber=" in urlsplit(self.path).query:
+                        declared = "0"
                     self._send_head(response, declared)
                     return
                 if declared is None:
@@ -150,7 +156,11 @@ def faulty_proxy(upstream: str, schedule: FaultSchedule) -> Iterator[str]:
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a client that hangs up mid-body (it found the damage) is no news
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
