@@ -418,7 +418,9 @@ class TransferEngine:
                     error=message,
                 )
             )
-            log.warning("gave up on %s: %s", item.dest_key, message)
+            # The renderer shows it (ItemFinished), the journal and the report
+            # keep it: a full disk must not print one console line per item.
+            log.info("gave up on %s: %s", item.dest_key, message)
 
     def _discard_staged_parts(self, destination: Destination, item: ExportItem) -> None:
         """An item given up on keeps no resumable staging copy (it may be what
