@@ -9,8 +9,15 @@ original key.
 
 Each object is read with the version or ETag the listing saw (``VersionId``
 or ``If-Match``), so what is copied is exactly what the idempotency key
-names. Its md5 is checked against a single-part ETag, and its sha256 against
-an S3 full-object SHA256 checksum where the object has one.
+names. Its bytes are checked against what S3 holds for it (see
+``SourceChecks``): a full-object SHA256 or CRC32, the md5 of a single-part
+ETag, or, for an object uploaded in parts, each part at the sizes the source
+gives (``HeadObject`` with ``PartNumber``, or ``GetObjectAttributes`` with
+``ObjectParts`` where S3 keeps per-part checksums), so parts of any sizes
+are checked byte for byte. An object with nothing to check against is
+stored ``unchecked``, never verified. Needed permissions: s3:ListBucket,
+s3:ListBucketVersions, s3:GetObject, s3:GetObjectVersion, and
+s3:GetObjectAttributes (optional: without it each part's HEAD is used).
 """
 
 from __future__ import annotations
