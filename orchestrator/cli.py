@@ -80,8 +80,8 @@ class PlainRenderer:
             line = f"step {event.step}: {event.status}" + (
                 f" ({event.detail})" if event.detail else ""
             )
-        elif isinstance(event, ItemFinished) and event.status == "failed":
-            line = f"failed {event.key}: {event.error}"
+        elif isinstance(event, ItemFinished) and event.status in ("failed", "unchecked"):
+            line = f"{event.status} {event.key}: {event.error}"
         elif isinstance(event, RunWarning):
             line = f"warning: {event.message}"
         elif isinstance(event, Projection):
@@ -148,8 +148,10 @@ class RichRenderer:
     def __call__(self, event: Event) -> None:
         if isinstance(event, ItemFinished):
             task = self._task(event.kind)
-            if event.status == "skipped" or event.status == "verified":
+            if event.status in ("skipped", "verified", "unchecked"):
                 self.progress.advance(task, event.size)
+                if event.status == "unchecked":
+                    self.console.print(f"[yellow]unchecked[/] {event.key}: {event.error}")
             else:
                 self.console.print(f"[red]failed[/] {event.key}: {event.error}")
         elif isinstance(event, ExportPlanned):
@@ -415,6 +417,8 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
         )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
+    for saved in report.get("unchecked", [])[:10]:
+        print(f"  unchecked {saved['destination']}:{saved['key']}: {saved['why']}")
     print(f"  report: {path}")
     if report["status"] not in ("done",):
         print("  carry on with: exitplan resume " + report["run_id"])

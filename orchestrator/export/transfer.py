@@ -366,8 +366,8 @@ class TransferEngine:
 
     # -- one item ----------------------------------------------------------
 
-    def _copy_item(self, exporter: Exporter, item: ExportItem, pending: list[Destination]) -> None:
-        for destination in pending:
+    def _mark_in_flight(self, item: ExportItem, destinations: list[Destination]) -> None:
+        for destination in destinations:
             self.journal.mark_in_flight(
                 self.run_id,
                 destination.name,
@@ -378,6 +378,9 @@ class TransferEngine:
                 tier=item.tier,
                 source=item.source,
             )
+
+    def _copy_item(self, exporter: Exporter, item: ExportItem, pending: list[Destination]) -> None:
+        self._mark_in_flight(item, pending)
         remaining = list(pending)
         last_error: BaseException | None = None
         staged_parts: set[str] = set()
@@ -393,8 +396,11 @@ class TransferEngine:
                 with attempt:
                     self.cancel.raise_if_set()
                     remaining, last_error = self._copy_once(exporter, item, remaining, staged_parts)
-                    if remaining and item.keeps_record:
-                        remaining = list(pending)  # all destinations hold one copy
+                    if remaining and item.keeps_record and len(remaining) < len(pending):
+                        # Its dependents describe one copy: every destination
+                        # gets the next attempt's, and none counts as done meanwhile.
+                        remaining = list(pending)
+                        self._mark_in_flight(item, remaining)
                     if remaining and last_error is not None:
                         raise last_error
         except Cancelled:

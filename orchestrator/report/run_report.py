@@ -77,9 +77,13 @@ def build_report(
         "plan": plan,
         "destinations": destinations,
         "kinds": kinds,
-        "totals": totals,
+        "totals": {**totals, "unchecked_items": journal.item_counts(run_id)["unchecked"]},
         "failed": [
             {"destination": d, "key": k, "error": e} for d, k, e in journal.failed_items(run_id)
+        ],
+        # Saved, but the source had nothing to check the bytes against: never "verified".
+        "unchecked": [
+            {"destination": d, "key": k, "why": w} for d, k, w in journal.unchecked_items(run_id)
         ],
         "steps": [
             {"name": n, "status": s, "started_at": a, "finished_at": f, "detail": d}

@@ -304,3 +304,28 @@ def test_a_source_that_says_its_parts_have_no_bytes_fails_that_object_at_once(
         state, error = states[f"s3/{BUCKET}/{key}"]
         if key.startswith("plain/"):
             assert state == "failed" and "source error" in error and "0 bytes" in error, error
+
+
+def test_the_report_and_the_summary_label_unchecked_objects(
+    moto_endpoint, objects, tmp_path, monkeypatch, capsys
+):
+    from orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "exitplan.yaml"
+    config.write_text(
+        f"""\
+source:
+  aws: {{regions: [us-east-1], endpoint_url: "{moto_endpoint}"}}
+destinations:
+  - name: vault
+    storage: {{driver: local, path: ./vault}}
+"""
+    )
+    assert main(["export", "--config", str(config), "--only", "s3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"unchecked vault:s3/{BUCKET}/kms/sealed.bin: unchecked: encrypted" in out
+    [report_path] = (tmp_path / ".exitplan" / "runs").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["totals"]["unchecked_items"] == 1
+    assert [u["key"] for u in report["unchecked"]] == [f"s3/{BUCKET}/kms/sealed.bin"]
