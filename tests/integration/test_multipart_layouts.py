@@ -329,3 +329,31 @@ destinations:
     report = json.loads(report_path.read_text())
     assert report["totals"]["unchecked_items"] == 1
     assert [u["key"] for u in report["unchecked"]] == [f"s3/{BUCKET}/kms/sealed.bin"]
+
+
+def test_every_destination_s_copy_is_checked_on_its_own(moto_endpoint, objects, tmp_path):
+    """Two destinations that write in place: each re-read copy is checked from its
+    first byte, so both pass at the first attempt (no object is read twice)."""
+
+    class Counting(S3Exporter):
+        opened: list[str] = []
+
+        def open_ranged(self, item):
+            ranged = super().open_ranged(item)
+            if ranged is not None:
+                self.opened.append(item.dest_key)
+            return ranged
+
+    harness = ExportHarness(tmp_path, names=("vault", "mirror"))
+    account = AwsAccount(regions=["us-east-1"], endpoint_url=moto_endpoint)
+    exporter = Counting(
+        account,
+        tier_of=Prioritizer([]),
+        context=ExportContext(run_id="r", part_size=PATHS["ranged"]),
+    )
+    harness.export(exporter)
+    large = [key for key, (data, _) in objects.items() if len(data) > PATHS["ranged"]]
+    assert sorted(exporter.opened) == sorted(f"s3/{BUCKET}/{key}" for key in large)
+    for name in ("vault", "mirror"):
+        for key, (data, _) in objects.items():
+            assert (tmp_path / name / "s3" / BUCKET / key).read_bytes() == data, (name, key)

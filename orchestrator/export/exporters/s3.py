@@ -327,6 +327,14 @@ class SourceChecks:
         if self.part_digests is not None:
             self.part_digests.update(chunk)
 
+    def reset(self) -> None:
+        """Forget the bytes seen, to check another copy of the object from its start."""
+        if self._whole_crc is not None:
+            self._whole_crc = _Crc32()
+        if self.part_digests is not None:
+            digests = self.part_digests
+            self.part_digests = PartDigests(digests.name, digests.sizes, digests.algorithms)
+
     def check(self, *, size: int, expected_size: int, md5_hex: str, sha256_hex: str) -> str:
         if size != expected_size:
             raise ChecksumMismatch(f"{self.name}: got {size} of {expected_size} bytes")
@@ -481,9 +489,13 @@ class S3RangedSource(RangedSource):
             body.close()
 
     def verify(self, *, size: int, md5_hex: str, sha256_hex: str) -> str | None:
-        return self.checks.check(
-            size=size, expected_size=self.size, md5_hex=md5_hex, sha256_hex=sha256_hex
-        )
+        """Check one copy as re-read; the next copy (another destination) starts afresh."""
+        try:
+            return self.checks.check(
+                size=size, expected_size=self.size, md5_hex=md5_hex, sha256_hex=sha256_hex
+            )
+        finally:
+            self.checks.reset()
 
 
 class S3Exporter(Exporter):
