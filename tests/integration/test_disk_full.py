@@ -18,9 +18,10 @@ import pytest
 from orchestrator.export.exporters.base import ExportContext
 from orchestrator.export.exporters.s3 import S3Exporter
 from orchestrator.export.manifest import verify_destination
+from orchestrator.export.transfer import Destination
 from orchestrator.plan.priorities import Prioritizer
 from providers.aws import AwsAccount
-from providers.interfaces.object_store import StoreWriteError
+from providers.interfaces.object_store import StoredObject, StoreWriteError
 from providers.storage import STAGING_DIR, LocalObjectStore
 from tests.support.aws import moto_account
 from tests.support.engine import ExportHarness
@@ -127,3 +128,51 @@ def test_exported_files_are_0640_under_the_umask(tmp_path):
     assert mode("s3/a.bin") == 0o640
     assert mode("ebs/b.img") == 0o640
     assert mode("s3/c.bin") == 0o600
+
+
+class LibcloudUploadStore(LocalObjectStore):
+    """A store that writes through libcloud's LOCAL ``upload_object_via_stream`` without
+    locking, as exitplan once did: on a full disk the driver swallows the write error
+    and abandons the stream, and the stream's generator is closed (GeneratorExit)."""
+
+    def put_stream(self, key, chunks):
+        group, rest = self._split(key)
+        container = self._container(group, create=True)
+        seen = {"error": None, "size": 0, "finished": False}
+
+        def measured():
+            try:
+                for chunk in chunks:
+                    seen["size"] += len(chunk)
+                    yield chunk
+            except BaseException as exc:
+                seen["error"] = exc
+                raise
+            seen["finished"] = True
+
+        staging = f"{STAGING_DIR}/{os.urandom(8).hex()}"
+        self._driver.upload_object_via_stream(measured(), container, staging)
+        if seen["error"] is not None:
+            raise seen["error"]  # the GeneratorExit, escaping as it did
+        final = self.base_path / group / rest
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.base_path / group / staging, final)
+        return StoredObject(key=key, size=seen["size"])
+
+
+def test_a_store_that_lets_generator_exit_escape_fails_the_item_not_the_run(account, tmp_path):
+    s3 = account.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    big = body("big", 6 * MiB)
+    s3.put_object(Bucket=BUCKET, Key="big.bin", Body=big)
+    s3.put_object(Bucket=BUCKET, Key="small.bin", Body=b"small")
+    with little_room(tmp_path / "vault", free=2 * MiB, in_process=True) as room:
+        harness = ExportHarness(tmp_path)
+        harness.destinations = [Destination("vault", LibcloudUploadStore("vault", room.path))]
+        harness.export(S3Exporter(account, tier_of=Prioritizer([]), context=ExportContext()))
+        events = {e.key: e for e in harness.seen}
+        failed = events[f"s3/{BUCKET}/big.bin"]
+        assert failed.status == "failed"
+        assert "the store stopped reading the stream" in failed.error
+        assert "run `exitplan resume`" in failed.error
+        assert events[f"s3/{BUCKET}/small.bin"].status == "verified"
