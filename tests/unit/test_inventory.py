@@ -18,8 +18,8 @@ from orchestrator.inventory import (
     fact_to_json,
     summarize_inventory,
 )
-from orchestrator.sandbox.account import Sandbox
 from orchestrator.sandbox import account as sb
+from orchestrator.sandbox.account import Sandbox
 from providers.aws import AwsAccount
 
 _SERVICES = ("s3", "ec2", "sts", "rds", "dynamodb", "elbv2", "secretsmanager", "ssm", "route53")

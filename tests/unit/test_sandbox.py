@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.sandbox.account import Sandbox
 from orchestrator.sandbox import account as sb
+from orchestrator.sandbox.account import Sandbox
 from providers.aws import AwsAccount
 
 REPO = Path(__file__).resolve().parents[2]
