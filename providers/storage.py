@@ -127,6 +127,8 @@ def _write_all(fd: int, data: bytes, digest: Any) -> int:
     written = 0
     while view:
         accepted = os.write(fd, view)
+        if accepted <= 0:  # never loop on a file that takes nothing
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         digest.update(view[:accepted])
         written += accepted
         view = view[accepted:]
@@ -192,6 +194,8 @@ class _LocalPartWriter(PartWriter):
         try:
             while view:
                 written = os.pwrite(fd, view, offset)
+                if written <= 0:  # never loop on a file that takes nothing
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 view = view[written:]
                 offset += written
         except OSError as exc:
