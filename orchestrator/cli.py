@@ -14,11 +14,14 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
+
+import botocore.exceptions
 
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
@@ -81,8 +84,8 @@ class PlainRenderer:
             line = f"step {event.step}: {event.status}" + (
                 f" ({event.detail})" if event.detail else ""
             )
-        elif isinstance(event, ItemFinished) and event.status == "failed":
-            line = f"failed {event.key}: {event.error}"
+        elif isinstance(event, ItemFinished) and event.status in ("failed", "unchecked"):
+            line = f"{event.status} {event.key}: {event.error}"
         elif isinstance(event, RunWarning):
             line = f"warning: {event.message}"
         elif isinstance(event, ReplayStepDone | ReplayStarted):
@@ -162,8 +165,10 @@ class RichRenderer:
     def __call__(self, event: Event) -> None:
         if isinstance(event, ItemFinished):
             task = self._task(event.kind)
-            if event.status == "skipped" or event.status == "verified":
+            if event.status in ("skipped", "verified", "unchecked"):
                 self.progress.advance(task, event.size)
+                if event.status == "unchecked":
+                    self.console.print(f"[yellow]unchecked[/] {event.key}: {event.error}")
             else:
                 self.console.print(f"[red]failed[/] {event.key}: {event.error}")
         elif isinstance(event, ExportPlanned):
@@ -455,6 +460,8 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
         )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
+    for saved in report.get("unchecked", [])[:10]:
+        print(f"  unchecked {saved['destination']}:{saved['key']}: {saved['why']}")
     if report.get("to_roll_back"):
         print(
             f"  {len(report['to_roll_back'])} thing(s) created outside the workspace; `exitplan rollback {report['run_id']}` removes them"
@@ -740,10 +747,15 @@ def _ask(prompt: str) -> bool:
 
 
 def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
+    """Re-read every stored object; mark what is missing or changed as damaged in
+    the journal (no longer verified), and with ``--repair`` copy exactly those
+    again by resuming the newest run. Exit 0 when everything is sound (or was
+    repaired), 1 otherwise."""
     from orchestrator.export.manifest import verify_destination
-    from orchestrator.run.commands import existing_journal, open_destinations
+    from orchestrator.run.commands import existing_journal, open_destinations, reopen_for_repair
 
     config = _load(args)
+    damaged = 0
     with existing_journal(config) as journal:
         destinations = open_destinations(config)
         if args.destination:
@@ -752,18 +764,41 @@ def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
                 raise ConfigError(
                     f"--destination {args.destination!r}: no such destination in the config"
                 )
-        ok = True
         for destination in destinations:
             result = verify_destination(journal, destination.name, destination.store)
-            status = "ok" if result.ok else "BAD"
+            status = "ok" if result.ok else "DAMAGED"
+            unchecked = (
+                f"; {result.unchecked} stored unchecked (the source had no checksum for them)"
+                if result.unchecked
+                else ""
+            )
             print(
                 f"{destination.name}: {status}: {result.checked} objects, {_human_bytes(result.checked_bytes)} re-read; "
-                f"{len(result.missing)} missing, {len(result.mismatched)} mismatched"
+                f"{len(result.missing)} missing, {len(result.mismatched)} changed{unchecked}"
             )
-            for key in (result.missing + result.mismatched)[:20]:
-                print(f"  {key}")
-            ok = ok and result.ok
-    return 0 if ok else 1
+            for key in result.missing[:20]:
+                print(f"  missing {key}")
+            for key in result.mismatched[:20]:
+                print(f"  changed {key}")
+            damaged += len(result.damaged)
+        if damaged:
+            reopen_for_repair(journal, damaged)
+    if not damaged:
+        return 0
+    if not args.repair:
+        print(
+            f"{damaged} object(s) marked damaged in the journal (no longer verified); "
+            "`exitplan resume` or `exitplan verify --repair` copies exactly those again"
+        )
+        return 1
+    print(f"{damaged} object(s) marked damaged in the journal; copying them again")
+    resume_args = argparse.Namespace(**vars(args))
+    resume_args.command = "resume"
+    resume_args.run = None
+    for name in ("concurrency", "bwlimit", "only"):
+        setattr(resume_args, name, None)
+    resume_args.output = "text"
+    return cmd_resume(resume_args, clock)
 
 
 def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
@@ -916,9 +951,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
-        "verify", parents=[common], help="re-read every saved object and check its sha256"
+        "verify",
+        parents=[common],
+        help="re-read every saved object, check its sha256, mark what is damaged",
     )
     p.add_argument("--destination", help="only this destination")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="copy the damaged objects again (resumes the newest run)",
+    )
+    p.add_argument("--deadline", help="deadline of the repair, if the recorded one has passed")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("probe", parents=[common], help="check and rank the candidate hosts")
@@ -962,31 +1005,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _MessageOnly(logging.Formatter):
-    """A log line without its traceback: expected failures say all in their message."""
+class _ConsoleFormatter(logging.Formatter):
+    """Log lines for the console: the message without a traceback. The run's
+    log file (``runs/<run>/exitplan.log``) keeps them; ``-v`` shows them here."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.verbose = verbose
 
     def format(self, record: logging.LogRecord) -> str:
-        saved = record.exc_info, record.exc_text
-        record.exc_info = record.exc_text = None
-        try:
+        if self.verbose or not (record.exc_info or record.exc_text):
             return super().format(record)
-        finally:
-            record.exc_info, record.exc_text = saved
+        plain = logging.makeLogRecord(record.__dict__)
+        plain.exc_info, plain.exc_text = None, None
+        return super().format(plain) + " (details in the run's exitplan.log, or rerun with -v)"
+
+
+def _log_to_console(verbose: bool) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, _ConsoleFormatter):
+            root.removeHandler(handler)  # main() called again in one process
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(_ConsoleFormatter(verbose))
+    root.addHandler(console)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _what_the_journal_holds(args: argparse.Namespace | None, started: datetime) -> str:
+    """After an internal error: what a resume can carry on, read from the journal,
+    never assumed. Empty when this command keeps no journal."""
+    if args is None or getattr(args, "command", None) not in ("migrate", "export", "resume"):
+        return ""
+    try:
+        config = _load(args)
+        path = Path(config.workspace) / "journal.sqlite"
+        if not path.exists():
+            return (
+                "nothing was written to the journal; run the command again once the cause is fixed"
+            )
+        from orchestrator.run.journal import Journal
+
+        with Journal(path) as journal:
+            run = journal.get_run(getattr(args, "run", None))
+            counts = journal.item_counts(run.id) if run is not None else {}
+    except Exception:  # the journal itself may be what failed
+        return "the journal could not be read back; `exitplan status` says what it holds"
+    if run is None or (args.command != "resume" and run.started_at < started):
+        return "no run was recorded in the journal; run the command again once the cause is fixed"
+    return (
+        f"run {run.id} is in the journal ({counts.get('verified', 0)} items verified, "
+        f"{counts.get('in-flight', 0)} in flight); `exitplan resume` carries it on"
+    )
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
+    started = clock.now()
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
-        verbose = bool(getattr(args, "verbose", False))
-        console = logging.StreamHandler()
-        # Tracebacks go to the run's exitplan.log; the console gets the message (-v: both).
-        console.setFormatter(
-            logging.Formatter("%(levelname)s %(name)s: %(message)s")
-            if verbose
-            else _MessageOnly("%(levelname)s %(name)s: %(message)s")
-        )
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[console])
+        _log_to_console(bool(getattr(args, "verbose", False)))
         code = int(args.func(args, clock))
     except ExitplanError as exc:
         print(f"exitplan: error: {exc}", file=sys.stderr)
@@ -998,13 +1077,29 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
         # The reader went away (`exitplan inventory | head`): nothing to say.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141
-    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
-        logging.getLogger("exitplan").debug("internal error", exc_info=True)
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+    ) as exc:
+        # Expected: the source is down or the endpoint is wrong. No traceback.
         print(
-            f"exitplan: internal error: {type(exc).__name__}: {exc}\n"
-            "the journal is consistent; `exitplan resume` carries on. Rerun with -v for details.",
+            f"exitplan: error: cannot reach the source: {exc}; check source.aws.endpoint_url "
+            "(or the network) and run the command again",
             file=sys.stderr,
         )
+        held = _what_the_journal_holds(args, started)
+        if held:
+            print(held, file=sys.stderr)
+        code = 1
+    except Exception as exc:  # a bug: say so plainly, and only what is true
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        print(f"exitplan: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        held = _what_the_journal_holds(args, started)
+        if held:
+            print(held, file=sys.stderr)
+        if not getattr(args, "verbose", False):
+            print("Rerun with -v for the traceback.", file=sys.stderr)
         code = 1
     return code
 

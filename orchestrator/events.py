@@ -49,7 +49,7 @@ class ItemFinished(Event):
     kind: str
     key: str
     size: int
-    status: str  # "verified", "skipped" (already verified), "failed"
+    status: str  # "verified", "unchecked" (saved; no source checksum), "skipped", "failed"
     error: str = ""
 
 

@@ -12,12 +12,16 @@ the whole key lives in the one configured bucket.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from libcloud.common.types import LibcloudError
 from libcloud.storage.base import Container, Object, StorageDriver
@@ -35,71 +39,145 @@ from providers.interfaces.object_store import (
     ObjectStore,
     PartWriter,
     StoredObject,
+    StoreWriteError,
     check_object_key,
 )
 
 #: Staging directory inside each LOCAL container; never listed.
 STAGING_DIR = ".exitplan-partial"
-#: Staging copies older than this are leftovers of a killed run.
-_STALE_STAGING_SECONDS = 3600.0
-#: Part-written staging files are kept longer: a resume picks them up.
+#: Resumable part-written staging files nobody has touched for this long are
+#: leftovers of an item that will not come back (its source changed).
 _STALE_PARTS_SECONDS = 7 * 24 * 3600.0
 PARTS_SUFFIX = ".parts"
+#: Mode of every exported file: never group-writable or world-readable. The
+#: umask applies on top, so a stricter umask (077) makes them 0600.
+FILE_MODE = 0o640
 
 _CHUNK = 1024 * 1024
 
 
-class _Measured:
-    """Wraps a chunk iterator: counts and hashes what the store consumed, and
-    remembers whether it ended cleanly.
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" or n == int(n) else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
-    The remembering matters: libcloud's LOCAL driver without locking
-    (``NoOpLockLocalStorage.__exit__`` returns the exception) swallows any
-    error raised while it consumes the stream, so a failed source would look
-    like a short, successful upload. We never trust the driver on this.
+
+def _mount_of(path: Path) -> tuple[str, str]:
+    """(mount point, file system type) holding ``path``, from /proc/self/mounts."""
+    best, fstype = "/", "file system"
+    try:
+        lines = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return str(path), fstype
+    target = str(path)
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # Spaces and tabs in mount points are written as octal escapes.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, fields[2]
+    return best, fstype
+
+
+def describe_space(path: Path) -> str:
+    """``20 MiB tmpfs at /srv/vault, 0 B free``: what holds ``path``, for messages."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    point, fstype = _mount_of(existing.resolve())
+    try:
+        stats = os.statvfs(existing)
+    except OSError:
+        return f"{fstype} at {point}"
+    total = stats.f_blocks * stats.f_frsize
+    free = stats.f_bavail * stats.f_frsize
+    return f"{_human_bytes(total)} {fstype} at {point}, {_human_bytes(free)} free"
+
+
+def write_failure(store: str, exc: OSError, path: Path) -> StoreWriteError:
+    """The OS error of a failed write, in plain words, with where and what to do."""
+    reason = (exc.strerror or type(exc).__name__).lower()
+    if exc.errno == errno.ENOSPC:
+        return StoreWriteError(
+            f"destination {store}: no space left on device ({describe_space(path)}): "
+            "free space and run `exitplan resume`"
+        )
+    if exc.errno == errno.EDQUOT:
+        return StoreWriteError(
+            f"destination {store}: disk quota exceeded ({describe_space(path)}): "
+            "raise the quota or free space, and run `exitplan resume`"
+        )
+    if exc.errno == errno.EFBIG:
+        return StoreWriteError(
+            f"destination {store}: file too large for the file-size limit of this process "
+            f"or of the file system ({describe_space(path)}) writing {path}: raise the limit "
+            "(`ulimit -f`) and run `exitplan resume`"
+        )
+    return StoreWriteError(f"destination {store}: cannot write {path}: {reason}")
+
+
+def _write_all(fd: int, data: bytes, digest: Any) -> int:
+    """Write every byte of ``data``; hash what the OS accepted. Returns the count."""
+    view = memoryview(data)
+    written = 0
+    while view:
+        accepted = os.write(fd, view)
+        if accepted <= 0:  # never loop on a file that takes nothing
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        digest.update(view[:accepted])
+        written += accepted
+        view = view[accepted:]
+    return written
+
+
+def _open_locked(path: Path, flags: int) -> int:
+    """Open ``path`` and hold a shared lock on it while it is being written.
+
+    The sweep removes only staging files it can lock exclusively, so a file
+    another worker or process is writing is never taken from under it. The
+    sweep may win the race between our open and our lock and unlink the
+    file: then the name no longer leads to our file, and we open afresh.
     """
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = chunks
-        self.size = 0
-        self.sha256 = hashlib.sha256()
-        self.error: BaseException | None = None
-        self.finished = False
-
-    def __iter__(self) -> Iterator[bytes]:
+    for _ in range(5):
+        fd = os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         try:
-            for chunk in self._chunks:
-                self.size += len(chunk)
-                self.sha256.update(chunk)
-                yield chunk
-        except BaseException as exc:
-            self.error = exc
-            raise
-        self.finished = True
-
-    def raise_unless_finished(self) -> None:
-        if self.error is not None:
-            raise self.error
-        if not self.finished:
-            raise RuntimeError("the store stopped reading before the stream ended")
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise OSError(errno.EBUSY, "another process keeps removing this staging file", str(path))
 
 
 class _LocalPartWriter(PartWriter):
     """A sparse staging file written with pwrite, published with os.replace."""
 
-    def __init__(self, staging: Path, final: Path, key: str, size: int) -> None:
+    def __init__(self, store: str, staging: Path, final: Path, key: str, size: int) -> None:
+        self.store = store
         self.staging = staging
         self.final = final
         self.key = key
         self.size = size
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(staging, os.O_RDWR | os.O_CREAT, 0o644)
-        # A file of another size is not ours to resume (the source changed):
-        # start it over. Truncating up leaves holes, so untouched ranges of an
-        # image (EBS blocks never written) take no space.
-        if os.fstat(self._fd).st_size != size:
-            os.ftruncate(self._fd, 0)
-            os.ftruncate(self._fd, size)
+        self._fd: int | None = None
+        try:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = _open_locked(staging, os.O_RDWR | os.O_CREAT)
+            # A file of another size is not ours to resume (the source
+            # changed): start it over. Truncating up leaves holes, so untouched
+            # ranges of an image (EBS blocks never written) take no space.
+            if os.fstat(self._fd).st_size != size:
+                os.ftruncate(self._fd, 0)
+                os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self.close()
+            raise write_failure(store, exc, staging) from exc
 
     def _descriptor(self) -> int:
         if self._fd is None:
@@ -113,10 +191,15 @@ class _LocalPartWriter(PartWriter):
             )
         fd = self._descriptor()
         view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
-            offset += written
+        try:
+            while view:
+                written = os.pwrite(fd, view, offset)
+                if written <= 0:  # never loop on a file that takes nothing
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+                offset += written
+        except OSError as exc:
+            raise write_failure(self.store, exc, self.staging) from exc
 
     def read_back(self) -> Iterator[bytes]:
         fd = self._descriptor()
@@ -130,17 +213,23 @@ class _LocalPartWriter(PartWriter):
 
     def commit(self) -> StoredObject:
         fd = self._descriptor()
-        os.fsync(fd)
-        os.close(fd)
-        self._fd = None
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.staging, self.final)
+        try:
+            os.fsync(fd)
+            if os.fstat(fd).st_size != self.size:
+                raise ChecksumMismatch(
+                    f"{self.key}: staged file holds {os.fstat(fd).st_size} of {self.size} bytes"
+                )
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging, self.final)
+        except OSError as exc:
+            raise write_failure(self.store, exc, self.final) from exc
+        finally:
+            os.close(fd)
+            self._fd = None
         return StoredObject(key=self.key, size=self.size)
 
     def abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.close()
         self.staging.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -153,10 +242,21 @@ class _LocalPartWriter(PartWriter):
 class LocalObjectStore(ObjectStore):
     """A directory, through libcloud's LOCAL driver, with atomic publish.
 
-    libcloud's LOCAL driver writes straight to the final path, so a crash
-    would leave a truncated file under the real name. We upload through the
-    driver to a staging name in the same container (same file system) and
-    ``os.replace`` it onto the final path once the stream is complete.
+    Reads, listings, stats and deletes go through libcloud's LOCAL driver.
+    Writes do not: its ``upload_object_via_stream`` writes straight to the
+    final path (a crash leaves a truncated file under the real name), without
+    locking it swallows every error raised while it writes
+    (``NoOpLockLocalStorage.__exit__`` returns the exception, so a full disk
+    looked like a finished upload), and it makes every file 0664. So
+    ``put_stream`` writes a staging file in the container's ``STAGING_DIR``
+    (same file system) itself, counting and hashing what each write call
+    accepted, fsyncs it, checks its size and ``os.replace``s it onto the
+    final path. Files are created ``FILE_MODE`` (0640), narrowed by the umask.
+
+    Staging files a killed process left behind are removed when a store is
+    opened on the directory (the next run, a resume, a verify); resumable
+    ``.parts`` files are kept for the item they belong to, which resumes
+    them, publishes them or, when it fails for good, removes them.
     """
 
     capabilities = frozenset({"ranged_get", "delete", "sha256", "part_write"})
@@ -171,12 +271,13 @@ class LocalObjectStore(ObjectStore):
                 f"destination {name!r}: cannot create directory {self.base_path}: "
                 f"{exc.strerror}; choose a writable storage.path"
             ) from exc
-        # Each put writes its own staging name, so libcloud's per-path
-        # inter-process locks would only cost a lock file per object.
+        # libcloud's per-path inter-process locks would only cost a lock file
+        # per object: each write has its own staging name.
         self._driver: LocalStorageDriver = LocalStorageDriver(
             str(self.base_path), ex_use_locking=False
         )
         self._containers: dict[str, Container] = {}
+        self.remove_stale_staging()
 
     def describe(self) -> str:
         return f"local:{self.base_path}"
@@ -194,26 +295,40 @@ class LocalObjectStore(ObjectStore):
                 container = self._driver.create_container(group)
             except ContainerAlreadyExistsError:  # another worker won the race
                 container = self._driver.get_container(group)
-            self._remove_stale_staging(group)
+            except OSError as exc:
+                raise write_failure(self.name, exc, self.base_path / group) from exc
         self._containers[group] = container
         return container
 
-    def _remove_stale_staging(self, group: str) -> None:
-        staging = self.base_path / group / STAGING_DIR
-        if not staging.is_dir():
-            return
+    def remove_stale_staging(self) -> int:
+        """Remove what killed writers left in every container's staging directory.
+
+        A staging file nobody holds locked belongs to no running write: a
+        whole-object staging copy is removed at once, a resumable ``.parts``
+        file only after ``_STALE_PARTS_SECONDS`` untouched (its item resumes
+        it before then). Returns how many files were removed.
+        """
+        removed = 0
         now = time.time()
-        for leftover in staging.iterdir():
-            keep_for = (
-                _STALE_PARTS_SECONDS
-                if leftover.name.endswith(PARTS_SUFFIX)
-                else _STALE_STAGING_SECONDS
-            )
+        try:
+            groups = [entry for entry in os.scandir(self.base_path) if entry.is_dir()]
+        except OSError:
+            return 0
+        for group in groups:
+            staging = Path(group.path) / STAGING_DIR
             try:
-                if leftover.stat().st_mtime < now - keep_for:
-                    leftover.unlink()
-            except FileNotFoundError:
-                pass
+                leftovers = list(os.scandir(staging))
+            except OSError:
+                continue
+            for leftover in leftovers:
+                if leftover.name.endswith(PARTS_SUFFIX):
+                    try:
+                        if leftover.stat().st_mtime >= now - _STALE_PARTS_SECONDS:
+                            continue
+                    except FileNotFoundError:
+                        continue
+                removed += _unlink_unless_locked(Path(leftover.path))
+        return removed
 
     @staticmethod
     def _split(key: str) -> tuple[str, str]:
@@ -224,22 +339,50 @@ class LocalObjectStore(ObjectStore):
         return group, rest
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        """Write a staging file, fsync it, check it, rename it onto the key.
+
+        The size and sha256 returned are of what the write calls accepted,
+        and the file's size is checked against them before it is published.
+        Raises ``StoreWriteError`` for a failed write (no space, quota,
+        file-size limit, I/O), naming the OS error and the file system.
+        """
         group, rest = self._split(key)
-        container = self._container(group, create=True)
-        assert container is not None
-        staging_name = f"{STAGING_DIR}/{uuid.uuid4().hex}"
-        staging_path = self.base_path / group / staging_name
+        self._container(group, create=True)
+        staging_path = self.base_path / group / STAGING_DIR / uuid.uuid4().hex
         final_path = self.base_path / group / rest
-        measured = _Measured(chunks)
+        digest = hashlib.sha256()
+        size = 0
+        fd: int | None = None
         try:
-            self._driver.upload_object_via_stream(iter(measured), container, staging_name)
-            measured.raise_unless_finished()
-            final_path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging_path, final_path)
+            try:
+                staging_path.parent.mkdir(parents=True, exist_ok=True)
+                fd = _open_locked(staging_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except OSError as exc:
+                raise write_failure(self.name, exc, staging_path) from exc
+            for chunk in chunks:  # the source's errors propagate unchanged
+                try:
+                    size += _write_all(fd, chunk, digest)
+                except OSError as exc:
+                    raise write_failure(self.name, exc, final_path) from exc
+            try:
+                os.fsync(fd)
+                on_disk = os.fstat(fd).st_size
+                if on_disk != size:
+                    raise StoreWriteError(
+                        f"destination {self.name}: {final_path} holds {on_disk} bytes "
+                        f"after {size} were written"
+                    )
+                final_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging_path, final_path)
+            except OSError as exc:
+                raise write_failure(self.name, exc, final_path) from exc
         except BaseException:
             staging_path.unlink(missing_ok=True)
             raise
-        return StoredObject(key=key, size=measured.size, sha256=measured.sha256.hexdigest())
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def open_part_writer(self, key: str, size: int, resume_token: str) -> PartWriter:
         """In-place writes to a sparse staging file in the key's container.
@@ -253,7 +396,7 @@ class LocalObjectStore(ObjectStore):
             raise ValueError(f"resume token {resume_token!r} must be letters and digits")
         self._container(group, create=True)
         staging = self.base_path / group / STAGING_DIR / f"{resume_token}{PARTS_SUFFIX}"
-        return _LocalPartWriter(staging, self.base_path / group / rest, key, size)
+        return _LocalPartWriter(self.name, staging, self.base_path / group / rest, key, size)
 
     def stat(self, key: str) -> StoredObject | None:
         group, rest = self._split(key)
@@ -271,6 +414,8 @@ class LocalObjectStore(ObjectStore):
             obj = self._driver.get_object(group, rest)
         except (ObjectDoesNotExistError, ContainerDoesNotExistError) as exc:
             raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
+        except LibcloudError as exc:  # a directory where an object was expected
+            raise ObjectNotFound(f"{self.name}: {key!r} is not an object") from exc
         return _download(self._driver, obj, start, end)
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
@@ -289,6 +434,29 @@ class LocalObjectStore(ObjectStore):
         except (ObjectDoesNotExistError, ContainerDoesNotExistError):
             return
         self._driver.delete_object(obj)
+
+
+def _unlink_unless_locked(path: Path) -> int:
+    """Remove a staging file unless a writer holds it; 1 if removed, else 0."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 0  # being written right now
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return 0
+        if not same:
+            return 0
+        path.unlink(missing_ok=True)
+        return 1
+    finally:
+        os.close(fd)
 
 
 class S3CompatibleObjectStore(ObjectStore):
@@ -334,11 +502,19 @@ class S3CompatibleObjectStore(ObjectStore):
         return f"s3:{scheme}://{self.host}{port}/{self.bucket}"
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        """A multipart upload; each part is sent with its Content-MD5, which the
+        server checks, so the sha256 returned is of bytes the server accepted."""
         check_object_key(key)
-        measured = _Measured(chunks)
-        obj = self._driver.upload_object_via_stream(iter(measured), self._bucket, key)
-        measured.raise_unless_finished()
-        return StoredObject(key=key, size=int(obj.size), sha256=measured.sha256.hexdigest())
+        counted = _Counted(chunks)
+        obj = self._driver.upload_object_via_stream(iter(counted), self._bucket, key)
+        if not counted.finished or int(obj.size) != counted.size:
+            # A driver that stops reading early must never pass for a whole upload.
+            self.delete(key)
+            raise StoreWriteError(
+                f"destination {self.name}: {key} took {int(obj.size)} bytes of the "
+                f"{counted.size} read{'' if counted.finished else ' (it stopped reading)'}"
+            )
+        return StoredObject(key=key, size=counted.size, sha256=counted.sha256.hexdigest())
 
     def stat(self, key: str) -> StoredObject | None:
         try:
@@ -364,6 +540,23 @@ class S3CompatibleObjectStore(ObjectStore):
         except ObjectDoesNotExistError:
             return
         self._driver.delete_object(obj)
+
+
+class _Counted:
+    """Counts and hashes the chunks a driver consumes, and whether it read them all."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            self.sha256.update(chunk)
+            yield chunk
+        self.finished = True
 
 
 def _download(driver: StorageDriver, obj: Object, start: int, end: int | None) -> Iterator[bytes]:

@@ -10,7 +10,7 @@ from orchestrator.errors import Cancelled, ExitplanError
 from orchestrator.events import RunWarning
 from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
 from orchestrator.export.iam_policy import client_error_is_access_denied
-from orchestrator.export.manifest import publish_manifest
+from orchestrator.export.manifest import publish_manifests
 from orchestrator.export.transfer import TransferEngine, TransferSettings
 from orchestrator.plan.priorities import Prioritizer, Rule
 from orchestrator.run.progress import RunProgress
@@ -218,9 +218,13 @@ class ManifestStep(Step[ManifestOutput]):
     after: ClassVar[tuple[str, ...]] = ("export",)
 
     def execute(self, run: RunContext) -> ManifestOutput:
-        return ManifestOutput(
-            {d.name: publish_manifest(run.journal, d.name, d.store) for d in run.destinations()}
-        )
+        # A destination that cannot take its manifest (a full disk) fails the step,
+        # after the others are written; the run still ends with its report.
+        outcome = publish_manifests(run.journal, run.destinations())
+        output = ManifestOutput(dict(outcome.written))
+        if outcome.failed:
+            raise StepFailed(outcome.summary(), output)
+        return output
 
     def summary(self, output: ManifestOutput) -> str:
         return f"{len(output.sizes)} manifest(s), {sum(output.sizes.values())} bytes"

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ import urllib3.exceptions
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from orchestrator.errors import Cancelled, ChecksumMismatch, RetryableError
+from orchestrator.errors import Cancelled, ChecksumMismatch, ExitplanError, RetryableError
 from orchestrator.events import EventBus, ItemFinished
 from orchestrator.export.exporters.base import (
     Exporter,
@@ -36,12 +36,19 @@ from orchestrator.export.exporters.base import (
     Part,
     RangedSource,
     SourceStream,
+    is_unchecked,
+    unchecked,
 )
 from orchestrator.run.cancel import CancelToken
 from orchestrator.run.journal import Journal
 from orchestrator.run.progress import RunProgress
 from providers import aws
-from providers.interfaces.object_store import ObjectStore, PartWriter, StoredObject
+from providers.interfaces.object_store import (
+    ObjectStore,
+    PartWriter,
+    StoredObject,
+    StoreWriteError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +120,8 @@ def _retry_after_seconds(exc: BaseException | None) -> float:
 
 
 class _WaitHonouringRetryAfter:
-    """Jittered exponential backoff, capped, but never shorter than Retry-After."""
+    """Jittered exponential backoff, never shorter than Retry-After, never longer
+    than the cap (a server asking for more is asked again at the cap)."""
 
     def __init__(self, cap: float) -> None:
         self._jitter = wait_random_exponential(multiplier=0.25, max=cap)
@@ -145,10 +153,18 @@ class _Hashing:
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.source_checksum: str | None = None
+        #: Set once every byte was read and the source's checks passed.
+        self.finished = False
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.stream:
             self.cancel.raise_if_set()
+            if self.item.size is not None and self.size + len(chunk) > self.item.size:
+                # Bounded work: a body longer than listed is never read to its end.
+                raise ChecksumMismatch(
+                    f"{self.item.dest_key}: the body goes on past the {self.item.size} bytes "
+                    "the source listed"
+                )
             if self.limiter is not None:
                 self.limiter.consume(len(chunk))
             if self.md5 is not None:
@@ -169,6 +185,7 @@ class _Hashing:
             md5_hex=self.md5.hexdigest() if self.md5 is not None else "",
             sha256_hex=self.sha256.hexdigest(),
         )
+        self.finished = True
 
 
 _END = object()
@@ -194,7 +211,12 @@ def _drain(feed: queue.Queue[Any], cancel: CancelToken) -> Iterator[bytes]:
 
 
 class TransferEngine:
-    """Copies the items of exporters to destinations; one engine per run."""
+    """Copies the items of exporters to destinations; one engine per run.
+
+    ``sleep`` is how the engine waits between two attempts at an item or a
+    part (default: on the cancel token, so a cancel wakes it at once); tests
+    inject one to see the waits asked for without spending them.
+    """
 
     def __init__(
         self,
@@ -206,6 +228,7 @@ class TransferEngine:
         progress: RunProgress,
         settings: TransferSettings | None = None,
         cancel: CancelToken | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if not destinations:
             raise ValueError("a transfer needs at least one destination")
@@ -216,6 +239,7 @@ class TransferEngine:
         self.progress = progress
         self.settings = settings or TransferSettings()
         self.cancel = cancel or CancelToken()
+        self._sleep = sleep
         self._limiter = (
             RateLimiter(self.settings.bwlimit, self.cancel) if self.settings.bwlimit else None
         )
@@ -242,12 +266,20 @@ class TransferEngine:
     def export(self, exporter: Exporter) -> None:
         """Copy every item ``exporter`` lists; failures are journaled, not raised.
 
+        An item is skipped where the journal has it stored (verified, or
+        unchecked when the source has no checksum for it), except: an item
+        others depend on (``keeps_record``) is copied again everywhere when
+        any destination lacks it or its record is gone, and an item that
+        ``depends_on`` one being copied is copied again with it.
+
         Raises ``Cancelled`` when the cancel token was set (the journal is
         consistent: unfinished items stay in-flight and are redone on resume).
         """
         kind = exporter.kind
         window = 2 * self.settings.concurrency
         in_flight: set[Future[None]] = set()
+        #: dest_keys of items with dependents that this listing copies.
+        copying: set[str] = set()
         with ThreadPoolExecutor(
             self.settings.concurrency, thread_name_prefix=f"exitplan-{kind}"
         ) as pool:
@@ -256,13 +288,10 @@ class TransferEngine:
                     if self.cancel.is_set():
                         break
                     self.progress.listed(kind, item.size or 0)
-                    pending = [
-                        d
-                        for d in self.destinations
-                        if (item.destinations is None or d.name in item.destinations)
-                        and not self.journal.is_verified(d.name, item.dest_key, item.idem_key)
-                    ]
+                    pending, record = self._pending(item, copying)
                     if not pending:
+                        if record is not None:
+                            exporter.recall(item, record)
                         exporter.item_settled(item, "skipped")
                         self.progress.skipped(kind, item.size or 0)
                         self.events.emit(
@@ -271,6 +300,8 @@ class TransferEngine:
                             )
                         )
                         continue
+                    if item.keeps_record:
+                        copying.add(item.dest_key)
                     while len(in_flight) >= window:
                         done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                         for future in done:
@@ -289,10 +320,31 @@ class TransferEngine:
         self.progress.tick(force=True)
         self.cancel.raise_if_set()
 
+    def _pending(
+        self, item: ExportItem, copying: set[str]
+    ) -> tuple[list[Destination], Mapping[str, Any] | None]:
+        """The destinations ``item`` must be copied to, and the record of a skipped one."""
+        wanted = [
+            d for d in self.destinations if item.destinations is None or d.name in item.destinations
+        ]
+        if item.depends_on is not None and item.depends_on in copying:
+            return wanted, None  # what it describes is being copied again
+        pending = [
+            d for d in wanted if not self.journal.is_stored(d.name, item.dest_key, item.idem_key)
+        ]
+        if not item.keeps_record:
+            return pending, None
+        record = None if pending else self.journal.record_of(item.idem_key)
+        if pending or record is None:
+            # Its dependents describe one set of bytes: every destination
+            # gets the same copy, and one without a record is read again.
+            return wanted, None
+        return [], record
+
     # -- one item ----------------------------------------------------------
 
-    def _copy_item(self, exporter: Exporter, item: ExportItem, pending: list[Destination]) -> None:
-        for destination in pending:
+    def _mark_in_flight(self, item: ExportItem, destinations: list[Destination]) -> None:
+        for destination in destinations:
             self.journal.mark_in_flight(
                 self.run_id,
                 destination.name,
@@ -303,8 +355,12 @@ class TransferEngine:
                 tier=item.tier,
                 source=item.source,
             )
+
+    def _copy_item(self, exporter: Exporter, item: ExportItem, pending: list[Destination]) -> None:
+        self._mark_in_flight(item, pending)
         remaining = list(pending)
         last_error: BaseException | None = None
+        staged_parts: set[str] = set()
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.max_attempts),
             wait=_WaitHonouringRetryAfter(self.settings.max_backoff_s),
@@ -316,17 +372,24 @@ class TransferEngine:
             for attempt in retrying:
                 with attempt:
                     self.cancel.raise_if_set()
-                    remaining, last_error = self._copy_once(exporter, item, remaining)
+                    remaining, last_error = self._copy_once(exporter, item, remaining, staged_parts)
+                    if remaining and item.keeps_record and len(remaining) < len(pending):
+                        # Its dependents describe one copy: every destination
+                        # gets the next attempt's, and none counts as done meanwhile.
+                        remaining = list(pending)
+                        self._mark_in_flight(item, remaining)
                     if remaining and last_error is not None:
                         raise last_error
         except Cancelled:
             return  # stays in-flight in the journal: redone on resume
-        except Exception as exc:  # one item's failure must not stop the evacuation
+        except (Exception, GeneratorExit) as exc:  # one item's failure must not stop the rest
             last_error = exc
         if remaining:
             exporter.item_settled(item, "failed")
             message = _describe_error(last_error)
             for destination in remaining:
+                if destination.name in staged_parts:
+                    self._discard_staged_parts(destination, item)
                 self.journal.mark_failed(destination.name, item.dest_key, item.idem_key, message)
             self.progress.failed(item.kind, item.size or 0)
             self.events.emit(
@@ -338,19 +401,68 @@ class TransferEngine:
                     error=message,
                 )
             )
-            log.warning("gave up on %s: %s", item.dest_key, message)
+            # The renderer shows it (ItemFinished), the journal and the report
+            # keep it: a full disk must not print one console line per item.
+            log.info("gave up on %s: %s", item.dest_key, message)
+
+    def _discard_staged_parts(self, destination: Destination, item: ExportItem) -> None:
+        """An item given up on keeps no resumable staging copy (it may be what
+        filled the disk); a later run starts it afresh."""
+        try:
+            destination.store.open_part_writer(item.dest_key, 0, _resume_token(item)).abort()
+        except (OSError, ExitplanError) as exc:
+            log.warning("could not remove the staged parts of %s: %s", item.dest_key, exc)
+        self.journal.clear_parts(destination.name, item.idem_key)
 
     def _sleep_unless_cancelled(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self.cancel.raise_if_set()
+            self._sleep(seconds)
+            self.cancel.raise_if_set()
+            return
         if self.cancel.wait(seconds):
             raise Cancelled(f"stopped: {self.cancel.describe()}")
 
+    def _mark_stored(
+        self,
+        destination: Destination,
+        item: ExportItem,
+        *,
+        size: int,
+        sha256: str,
+        source_checksum: str | None,
+    ) -> None:
+        if is_unchecked(source_checksum):
+            self.journal.mark_unchecked(
+                destination.name,
+                item.dest_key,
+                item.idem_key,
+                size=size,
+                sha256=sha256,
+                source_checksum=source_checksum or unchecked("the source offers no checksum"),
+            )
+        else:
+            self.journal.mark_verified(
+                destination.name,
+                item.dest_key,
+                item.idem_key,
+                size=size,
+                sha256=sha256,
+                source_checksum=source_checksum,
+            )
+
     def _copy_once(
-        self, exporter: Exporter, item: ExportItem, targets: list[Destination]
+        self,
+        exporter: Exporter,
+        item: ExportItem,
+        targets: list[Destination],
+        staged_parts: set[str],
     ) -> tuple[list[Destination], BaseException | None]:
         """One attempt; returns the destinations still missing the item and why."""
         if all("part_write" in target.store.capabilities for target in targets):
             ranged = exporter.open_ranged(item)
             if ranged is not None:
+                staged_parts.update(target.name for target in targets)
                 return self._settle_attempt(
                     exporter, item, *self._copy_ranged_once(item, ranged, targets)
                 )
@@ -362,10 +474,12 @@ class TransferEngine:
         hashing = _Hashing(item, stream, self.cancel, self._limiter, on_bytes)
         try:
             outcomes = self._put_everywhere(item.dest_key, hashing, targets)
+            record = stream.record() if hashing.finished and item.keeps_record else None
         finally:
             stream.close()
         failed: list[Destination] = []
         error: BaseException | None = None
+        recorded = False
         for destination, outcome in zip(targets, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 failed.append(destination)
@@ -377,15 +491,21 @@ class TransferEngine:
                 failed.append(destination)
                 error = exc
                 continue
-            self.journal.mark_verified(
-                destination.name,
-                item.dest_key,
-                item.idem_key,
+            if record is not None and not recorded:
+                # Before the item counts as verified: a kill between the two
+                # leaves a record without a verified item, which is harmless.
+                self.journal.save_record(item.idem_key, record)
+                recorded = True
+            self._mark_stored(
+                destination,
+                item,
                 size=hashing.size,
                 sha256=hashing.sha256.hexdigest(),
                 source_checksum=hashing.source_checksum,
             )
-        return self._settle_attempt(exporter, item, failed, error, hashing.size)
+        return self._settle_attempt(
+            exporter, item, failed, error, hashing.size, hashing.source_checksum
+        )
 
     def _settle_attempt(
         self,
@@ -394,12 +514,20 @@ class TransferEngine:
         failed: list[Destination],
         error: BaseException | None,
         size: int,
+        source_checksum: str | None,
     ) -> tuple[list[Destination], BaseException | None]:
         if not failed:
-            exporter.item_settled(item, "verified")
+            status = "unchecked" if is_unchecked(source_checksum) else "verified"
+            exporter.item_settled(item, status)
             self.progress.done(item.kind, size)
             self.events.emit(
-                ItemFinished(kind=item.kind, key=item.dest_key, size=size, status="verified")
+                ItemFinished(
+                    kind=item.kind,
+                    key=item.dest_key,
+                    size=size,
+                    status=status,
+                    error=source_checksum if status == "unchecked" and source_checksum else "",
+                )
             )
         elif error is not None and isinstance(error, Cancelled):
             raise error
@@ -407,7 +535,7 @@ class TransferEngine:
 
     def _copy_ranged_once(
         self, item: ExportItem, ranged: RangedSource, targets: list[Destination]
-    ) -> tuple[list[Destination], BaseException | None, int]:
+    ) -> tuple[list[Destination], BaseException | None, int, str | None]:
         """Fetch the parts not yet written, in parallel, in place; then verify and publish.
 
         Each part is journaled once written at every target, so an attempt
@@ -415,11 +543,13 @@ class TransferEngine:
         whole is then re-read from each target and checked before publishing:
         that read is the end-to-end check of what the store actually holds.
         """
-        token = hashlib.sha256(item.idem_key.encode()).hexdigest()[:40]
-        writers = {
-            t.name: t.store.open_part_writer(item.dest_key, ranged.size, token) for t in targets
-        }
+        token = _resume_token(item)
+        writers: dict[str, PartWriter] = {}
         try:
+            for target in targets:
+                writers[target.name] = target.store.open_part_writer(
+                    item.dest_key, ranged.size, token
+                )
             # A part counts as far as every target has it.
             progress = [self.journal.part_progress(t.name, item.idem_key) for t in targets]
             done = {
@@ -434,6 +564,7 @@ class TransferEngine:
         failed: list[Destination] = []
         error: BaseException | None = None
         size = 0
+        source_checksum: str | None = None
         for target in targets:
             writer = writers[target.name]
             try:
@@ -458,6 +589,10 @@ class TransferEngine:
                 failed.append(target)
                 error = exc
                 continue
+            except BaseException:
+                for open_writer in writers.values():
+                    _release(open_writer)  # committed or aborted ones are closed already
+                raise
             try:
                 stored = writer.commit()
                 published = target.store.stat(stored.key)
@@ -470,15 +605,14 @@ class TransferEngine:
                 error = exc
                 continue
             self.journal.clear_parts(target.name, item.idem_key)
-            self.journal.mark_verified(
-                target.name,
-                item.dest_key,
-                item.idem_key,
+            self._mark_stored(
+                target,
+                item,
                 size=size,
                 sha256=sha256.hexdigest(),
                 source_checksum=source_checksum,
             )
-        return failed, error, size
+        return failed, error, size, source_checksum
 
     def _fetch_parts(
         self,
@@ -572,14 +706,22 @@ class TransferEngine:
     def _check_stored(
         self, destination: Destination, stored: StoredObject, hashing: _Hashing
     ) -> None:
+        """What the store says it wrote, and what it now publishes, against what was read.
+
+        Never skipped: a store's own figures are of what its writes accepted,
+        and the stat shows the published object is whole.
+        """
+        if not hashing.finished:
+            raise ChecksumMismatch(
+                f"{destination.name}: the store stopped reading {stored.key} after "
+                f"{hashing.size} bytes and did not say why"
+            )
         sha = hashing.sha256.hexdigest()
         if stored.size != hashing.size or (stored.sha256 is not None and stored.sha256 != sha):
             raise ChecksumMismatch(
                 f"{destination.name}: stored {stored.size} bytes (sha256 {stored.sha256}) "
                 f"but sent {hashing.size} bytes (sha256 {sha})"
             )
-        if stored.sha256 is not None:
-            return  # the store measured the very bytes it published
         published = destination.store.stat(stored.key)
         if published is None or published.size != hashing.size:
             raise ChecksumMismatch(
@@ -595,8 +737,8 @@ class TransferEngine:
                 return [targets[0].store.put_stream(key, chunks)]
             except Cancelled:
                 raise
-            except Exception as exc:
-                return [exc]
+            except (Exception, GeneratorExit) as exc:
+                return [_as_store_failure(targets[0], exc)]
         assert self._fanout_pool is not None
         feeds: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in targets[1:]]
         futures = [
@@ -633,14 +775,30 @@ class TransferEngine:
         results: list[StoredObject | BaseException] = []
         try:
             results.append(targets[0].store.put_stream(key, primary()))
-        except Exception as exc:
-            results.append(exc)
-        for future in futures:
+        except (Exception, GeneratorExit) as exc:
+            results.append(_as_store_failure(targets[0], exc))
+        for target, future in zip(targets[1:], futures, strict=True):
             try:
                 results.append(future.result())
-            except Exception as exc:
-                results.append(exc)
+            except (Exception, GeneratorExit) as exc:
+                results.append(_as_store_failure(target, exc))
         return results
+
+
+def _resume_token(item: ExportItem) -> str:
+    """The stable staging name of a ranged item's parts (letters and digits)."""
+    return hashlib.sha256(item.idem_key.encode()).hexdigest()[:40]
+
+
+def _as_store_failure(destination: Destination, exc: BaseException) -> BaseException:
+    """A GeneratorExit escaping a store means it stopped reading and swallowed why."""
+    if isinstance(exc, GeneratorExit):
+        return StoreWriteError(
+            f"destination {destination.name}: the store stopped reading the stream and "
+            "did not say why (a full disk or a failed write); check the destination and "
+            "run `exitplan resume`"
+        )
+    return exc
 
 
 def _release(writer: PartWriter) -> None:
@@ -656,4 +814,6 @@ def _describe_error(exc: BaseException | None) -> str:
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".strip()
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, RetryableError) else text
+    if isinstance(exc, RetryableError | StoreWriteError):
+        return text  # written to be read as it is
+    return f"{type(exc).__name__}: {text}"

@@ -548,7 +548,7 @@ def _data(report: RunReport) -> str:
         "already verified",
         "descoped",
         "failed",
-        "unverifiable",
+        "unchecked",
         "not saved",
         "complete",
     ]
@@ -565,7 +565,7 @@ def _data(report: RunReport) -> str:
                 str(sum(g.already_verified_items for g in report.data)),
                 _count(totals["descoped_items"], totals["descoped_bytes"]),
                 str(totals["failed_items"]),
-                str(totals["unverifiable_items"]),
+                str(totals["unchecked_items"]),
                 str(sum(g.unsaved_items for g in report.data)),
                 "",
             ]
@@ -627,7 +627,7 @@ def _data_row(group: DataGroup) -> list[str]:
         str(group.already_verified_items),
         _count(group.descoped_items, group.descoped_bytes),
         str(group.failed_items),
-        str(group.unverifiable_items),
+        str(group.unchecked_items),
         str(group.unsaved_items),
         _complete_cell(group),
     ]

@@ -254,12 +254,12 @@ def _verify_cases(group: DataGroup) -> list[_Case]:
                 "checksums read back and compared",
             )
         )
-    if group.unverifiable_items:
+    if group.unchecked_items:
         cases.append(
             _Case(
-                name=f"verify {group.label} unverifiable",
+                name=f"verify {group.label} unchecked",
                 classname=classname,
-                skipped=f"{group.unverifiable_items} items ({group.unverifiable_bytes} bytes) "
+                skipped=f"{group.unchecked_items} items ({group.unchecked_bytes} bytes) "
                 "at the destination could not be proven: the source gave no checksum",
             )
         )

@@ -120,7 +120,7 @@ class DataGroup:
     mean the bytes are at the destination and their checksum was checked.
     Unverifiable items are at the destination but nothing could prove them
     (no source checksum to compare); they are not counted as saved.
-    Items neither saved, failed, unverifiable nor descoped were left unsaved
+    Items neither saved, failed, unchecked nor descoped were left unsaved
     (the run stopped before them).
     """
 
@@ -136,8 +136,8 @@ class DataGroup:
     transferred_bytes: int = 0
     failed_items: int = 0
     failed_bytes: int = 0
-    unverifiable_items: int = 0
-    unverifiable_bytes: int = 0
+    unchecked_items: int = 0
+    unchecked_bytes: int = 0
     descoped: tuple[Descoped, ...] = ()
 
     @property
@@ -158,9 +158,9 @@ class DataGroup:
 
     @property
     def unsaved_items(self) -> int:
-        """Listed items with no outcome: neither saved, failed, unverifiable nor descoped."""
+        """Listed items with no outcome: neither saved, failed, unchecked nor descoped."""
         accounted = (
-            self.saved_items + self.failed_items + self.unverifiable_items + self.descoped_items
+            self.saved_items + self.failed_items + self.unchecked_items + self.descoped_items
         )
         return max(0, self.listed_items - accounted)
 
@@ -183,6 +183,15 @@ class FailedItem:
     key: str
     error: str
     kind: str | None = None
+
+
+@dataclass(frozen=True)
+class UncheckedItem:
+    """Saved, but the source offered nothing to check its bytes against: never "verified"."""
+
+    destination: str
+    key: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -411,6 +420,7 @@ class RunReport:
     destinations: tuple[DestinationInfo, ...] = ()
     data: tuple[DataGroup, ...] = ()
     failed: tuple[FailedItem, ...] = ()
+    unchecked: tuple[UncheckedItem, ...] = ()
     placement: Placement | None = None
     replay: tuple[ReplayStep, ...] = ()
     service: Service | None = None
@@ -497,7 +507,7 @@ class RunReport:
                     "copied_this_run_bytes": sum(g.transferred_bytes for g in groups),
                     "already_verified_items": sum(g.already_verified_items for g in groups),
                     "failed_items": sum(g.failed_items for g in groups),
-                    "unverifiable_items": sum(g.unverifiable_items for g in groups),
+                    "unchecked_items": sum(g.unchecked_items for g in groups),
                     "descoped_items": sum(g.descoped_items for g in groups),
                     "descoped_bytes": sum(g.descoped_bytes for g in groups),
                     "complete": all(g.listing_done for g in groups) and saved_items == listed_items,
@@ -513,7 +523,7 @@ class RunReport:
             "saved_bytes": sum(g.saved_bytes for g in self.data),
             "copied_bytes": sum(g.transferred_bytes for g in self.data),
             "failed_items": sum(g.failed_items for g in self.data),
-            "unverifiable_items": sum(g.unverifiable_items for g in self.data),
+            "unchecked_items": sum(g.unchecked_items for g in self.data),
             "descoped_items": sum(g.descoped_items for g in self.data),
             "descoped_bytes": sum(g.descoped_bytes for g in self.data),
         }
@@ -649,6 +659,7 @@ class RunReport:
             "kinds": self.kind_totals(),
             "totals": self.totals(),
             "failed": stored["failed"],
+            "unchecked": stored["unchecked"],
             "placement": stored["placement"],
             "replay": stored["replay"],
             "service": stored["service"],

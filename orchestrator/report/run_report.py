@@ -37,6 +37,7 @@ from orchestrator.report.model import (
     Service,
     ServiceCheck,
     Step,
+    UncheckedItem,
 )
 from orchestrator.run.journal import Journal
 
@@ -61,6 +62,7 @@ def report_from_journal(
     """
     run = journal.get_run(run_id)
     assert run is not None, f"run {run_id} is not in the journal"
+    unchecked = journal.unchecked_by_kind(run_id)
     data = tuple(
         DataGroup(
             kind=p.kind,
@@ -75,6 +77,8 @@ def report_from_journal(
             transferred_bytes=p.copied_bytes,
             failed_items=p.failed_items,
             failed_bytes=p.failed_bytes,
+            unchecked_items=unchecked.get(p.kind, (0, 0))[0],
+            unchecked_bytes=unchecked.get(p.kind, (0, 0))[1],
         )
         for p in journal.progress(run_id)
     )
@@ -108,6 +112,10 @@ def report_from_journal(
         data=data,
         failed=tuple(
             FailedItem(destination=d, key=k, error=e) for d, k, e in journal.failed_items(run_id)
+        ),
+        unchecked=tuple(
+            UncheckedItem(destination=d, key=k, why=w)
+            for d, k, w in journal.unchecked_items(run_id)
         ),
     )
 

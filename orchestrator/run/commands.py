@@ -638,6 +638,20 @@ def resumed(run: RunRecord, overrides: SettingOverrides) -> tuple[Config, RunSet
     return config_for(settings), settings
 
 
+def reopen_for_repair(journal: Journal, damaged: int) -> str | None:
+    """After ``verify`` found damage: the newest run's export no longer holds, so the
+    run and its export step are marked failed and ``resume`` copies the damaged items."""
+    newest = journal.get_run()
+    if newest is None:
+        return None
+    why = f"verify found {damaged} object(s) damaged at a destination"
+    if journal.step(newest.id, "export") is not None:
+        journal.finish_step(newest.id, "export", "failed", why)
+    if newest.status == "done":
+        journal.finish_run(newest.id, "failed")
+    return newest.id
+
+
 # -- status ----------------------------------------------------------------------
 
 

@@ -9,7 +9,10 @@ changed source object is copied again (and its row now speaks of the new
 version) while an unchanged one never is.
 
 Item states: in-flight -> verified, or failed. Only ``verified`` means the
-bytes are at the destination, published and checked.
+bytes are at the destination, published and checked. ``unchecked`` items
+are published but the source offered no checksum to check them against;
+``damaged`` ones were verified once and a later ``exitplan verify`` found
+them missing or changed (copied again on resume).
 
 A run is a list of steps (see ``orchestrator.run.steps``): each keeps its
 inputs key and its typed output as JSON, so a resumed run reuses what a
@@ -146,9 +149,20 @@ CREATE TABLE IF NOT EXISTS parts (
     done_bytes      INTEGER NOT NULL,  -- bytes of the part written in place, from its start
     PRIMARY KEY (destination, idem_key, part_index)
 );
+-- What items that depend on this one need once it is verified (a DynamoDB
+-- table's item count and data sha256, an RDS dump's file checksums), so a
+-- resume can write the dependent without reading the data again.
+CREATE TABLE IF NOT EXISTS item_records (
+    idem_key        TEXT PRIMARY KEY,
+    record          TEXT NOT NULL      -- JSON, never a secret
+);
 """
 
-ITEM_STATES = ("in-flight", "verified", "failed")
+#: ``unchecked``: stored and its sha256 recorded, but the source offered
+#: nothing to check the bytes against (never called verified).
+#: ``damaged``: was verified, and a later ``verify`` found it missing or
+#: changed at the destination; copied again by the next resume.
+ITEM_STATES = ("in-flight", "verified", "unchecked", "failed", "damaged")
 
 #: What each older layout needs to become this one. A journal newer than
 #: this code is refused: reading it with an older layout would misread it.
@@ -277,6 +291,13 @@ class VerifiedItem:
     source_checksum: str | None
     sha256: str
     source: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredItem(VerifiedItem):
+    """A manifest row with its state: ``verified`` or ``unchecked``."""
+
+    state: str = "verified"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -897,6 +918,119 @@ class Journal:
             " WHERE destination=? AND dest_key=? AND idem_key=?",
             (error[:2000], self._now(), destination, dest_key, idem_key),
         )
+
+    # -- items: integrity (stored, unchecked, damaged, records) --------------
+
+    def is_stored(self, destination: str, dest_key: str, idem_key: str) -> bool:
+        """Whether ``dest_key`` holds ``idem_key``'s bytes, published: verified, or
+        stored unchecked because the source offers nothing to check them against
+        (copying those again would not check them either)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM items WHERE destination=? AND dest_key=? AND idem_key=?"
+                " AND state IN ('verified', 'unchecked')",
+                (destination, dest_key, idem_key),
+            ).fetchone()
+        return row is not None
+
+    def mark_unchecked(
+        self,
+        destination: str,
+        dest_key: str,
+        idem_key: str,
+        *,
+        size: int,
+        sha256: str,
+        source_checksum: str,
+    ) -> None:
+        """Published with the sha256 of what was stored; the source had nothing to
+        check it against (``source_checksum`` says why). Never ``verified``."""
+        self._write(
+            "UPDATE items SET state='unchecked', size=?, sha256=?, source_checksum=?,"
+            " error=NULL, updated_at=? WHERE destination=? AND dest_key=? AND idem_key=?",
+            (size, sha256, source_checksum, self._now(), destination, dest_key, idem_key),
+        )
+
+    def mark_damaged(self, destination: str, dest_key: str, reason: str) -> bool:
+        """A stored item found missing or changed at the destination: no longer
+        verified, so the next resume copies it again. Durable at once. Returns
+        whether the item was stored (verified or unchecked) before."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE items SET state='damaged', error=?, updated_at=?"
+                " WHERE destination=? AND dest_key=? AND state IN ('verified', 'unchecked')",
+                (reason[:2000], self._now(), destination, dest_key),
+            )
+            self._commit()
+        return cursor.rowcount > 0
+
+    def damaged_items(self, destination: str | None = None) -> list[tuple[str, str, str]]:
+        """(destination, dest_key, reason) of every item a verify found damaged."""
+        sql = "SELECT destination, dest_key, COALESCE(error, '') FROM items WHERE state='damaged'"
+        params: tuple[Any, ...] = ()
+        if destination is not None:
+            sql += " AND destination=?"
+            params = (destination,)
+        with self._lock:
+            return list(self._db.execute(sql + " ORDER BY destination, dest_key", params))
+
+    def unchecked_by_kind(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """Kind -> (items, bytes) of the run's items stored unchecked."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM items"
+                " WHERE run_id=? AND state='unchecked' GROUP BY kind",
+                (run_id,),
+            ).fetchall()
+        return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+    def unchecked_items(self, run_id: str, limit: int = 20) -> list[tuple[str, str, str]]:
+        """(destination, dest_key, why) of items of a run stored unchecked."""
+        with self._lock:
+            return list(
+                self._db.execute(
+                    "SELECT destination, dest_key, COALESCE(source_checksum, '') FROM items"
+                    " WHERE run_id=? AND state='unchecked' ORDER BY dest_key LIMIT ?",
+                    (run_id, limit),
+                )
+            )
+
+    def save_record(self, idem_key: str, record: Mapping[str, Any]) -> None:
+        """Keep what dependents of the item need; written before it is marked verified."""
+        self._write(
+            "INSERT INTO item_records (idem_key, record) VALUES (?, ?)"
+            " ON CONFLICT (idem_key) DO UPDATE SET record=excluded.record",
+            (idem_key, json.dumps(record, sort_keys=True)),
+        )
+
+    def record_of(self, idem_key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record FROM item_records WHERE idem_key=?", (idem_key,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def stored_items(self, destination: str) -> Iterator[StoredItem]:
+        """Like ``verified_items``, with the ``unchecked`` ones too, each with its state."""
+        self.flush()
+        reader = sqlite3.connect(self.path)
+        try:
+            for row in reader.execute(
+                "SELECT kind, dest_key, size, source_checksum, sha256, source, state FROM items"
+                " WHERE destination=? AND state IN ('verified', 'unchecked') ORDER BY dest_key",
+                (destination,),
+            ):
+                yield StoredItem(
+                    kind=row[0],
+                    dest_key=row[1],
+                    size=row[2],
+                    source_checksum=row[3],
+                    sha256=row[4],
+                    source=json.loads(row[5]),
+                    state=row[6],
+                )
+        finally:
+            reader.close()
 
     def item_counts(self, run_id: str | None = None) -> dict[str, int]:
         """Items per state, for one run or the whole workspace."""

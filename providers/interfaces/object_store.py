@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from orchestrator.errors import ExitplanError
+from orchestrator.errors import ExitplanError, FatalError
 
 # ---------------------------------------------------------------------------
 # Object storage: where the evacuated bytes go.
@@ -22,14 +22,25 @@ class ObjectNotFound(ExitplanError):
     """The named object does not exist in the store."""
 
 
+class StoreWriteError(FatalError):
+    """The store did not take bytes it was given: no space left, a quota or a
+    file-size limit, an I/O error. Nothing was published under the key.
+
+    The message says it in plain words, names where, and what to do (free
+    space, then ``exitplan resume``). Not retried within a run: the same
+    write fails again until someone makes room.
+    """
+
+
 @dataclass(frozen=True)
 class StoredObject:
     """What a store knows about one published object."""
 
     key: str
     size: int
-    #: sha256 of the bytes the store received, when the store measured them
-    #: itself; ``None`` where it only reports a size.
+    #: sha256 of the bytes the store wrote (what its write calls accepted,
+    #: never merely what it was offered), when it measured them; ``None``
+    #: where it only reports a size.
     sha256: str | None = None
 
 
@@ -56,8 +67,11 @@ class ObjectStore(ABC):
         multipart upload) and published atomically when ``chunks`` is
         exhausted. If iterating ``chunks`` raises, nothing is published, the
         staging copy is removed and the exception propagates unchanged: a
-        partial object is never visible as complete. An existing object under
-        ``key`` is replaced. Retry-safe: yes.
+        partial object is never visible as complete. If the store cannot take
+        the bytes (no space, quota, I/O error) it raises ``StoreWriteError``
+        and publishes nothing. The returned size and sha256 are of the bytes
+        written, never of the bytes offered. An existing object under ``key``
+        is replaced. Retry-safe: yes.
         """
 
     @abstractmethod
@@ -107,7 +121,10 @@ class PartWriter(ABC):
 
     @abstractmethod
     def write_at(self, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset``; thread-safe for disjoint ranges. Retry-safe: yes."""
+        """Write ``data`` at ``offset``; thread-safe for disjoint ranges.
+
+        Raises ``StoreWriteError`` when the store cannot take the bytes. Retry-safe: yes.
+        """
 
     @abstractmethod
     def read_back(self) -> Iterator[bytes]:
@@ -115,7 +132,11 @@ class PartWriter(ABC):
 
     @abstractmethod
     def commit(self) -> StoredObject:
-        """Publish atomically under the key; the staging copy is gone afterwards."""
+        """Publish atomically under the key; the staging copy is gone afterwards.
+
+        Raises ``StoreWriteError`` when the staged bytes cannot be made durable
+        (then nothing is published).
+        """
 
     @abstractmethod
     def abort(self) -> None:

@@ -131,6 +131,8 @@ def read_item(exporter: DynamoDbExporter, item: ExportItem) -> bytes:
         md5_hex=hashlib.md5(data).hexdigest(),
         sha256_hex=hashlib.sha256(data).hexdigest(),
     )
+    # As the engine does once the item is published at every destination.
+    exporter.item_settled(item, "verified")
     return data
 
 

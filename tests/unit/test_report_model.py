@@ -113,7 +113,7 @@ def test_kinds_and_totals_keep_the_fields_report_json_always_had():
         "copied_this_run_bytes": 55,
         "already_verified_items": 4,
         "failed_items": 0,
-        "unverifiable_items": 0,
+        "unchecked_items": 0,
         "descoped_items": 5,
         "descoped_bytes": 500,
         "complete": False,

@@ -167,7 +167,9 @@ def test_a_damaged_part_is_caught_before_publishing_and_fetched_again(account, t
     assert journal.item_counts() == {
         "in-flight": 0,
         "verified": 4,
+        "unchecked": 0,
         "failed": 0,
+        "damaged": 0,
     }
 
 

@@ -41,6 +41,15 @@ class ExportItem:
     #: Names of the destinations this item goes to; None means every one.
     #: (An encrypted secrets bundle goes only where recipients are declared.)
     destinations: frozenset[str] | None = None
+    #: The dest_key of an item listed earlier by the same exporter whose bytes
+    #: this one describes (a DynamoDB meta file, an RDS dump's checksums).
+    #: Wherever the engine copies that item, it copies this one again too, so
+    #: the two always agree.
+    depends_on: str | None = None
+    #: Whether items depend on this one: its stream leaves a ``record`` that
+    #: the journal keeps with it, and a verified copy without one is copied
+    #: again (everywhere), since its dependents could not be written.
+    keeps_record: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,23 @@ class RangedSource(ABC):
         """Check the assembled whole, like ``SourceStream.verify``, before publishing."""
 
 
+#: What ``verify`` returns, as ``"unchecked: <why>"``, for bytes the source
+#: offers nothing to check against (an SSE-KMS object with no checksum, a
+#: multipart object whose parts cannot be read one by one). The item is
+#: stored, its sha256 recorded, and it is labelled unchecked in the journal,
+#: the manifest and the report: never verified.
+UNCHECKED = "unchecked"
+
+
+def unchecked(why: str) -> str:
+    """The ``verify`` result for bytes that cannot be checked, saying why."""
+    return f"{UNCHECKED}: {why}"
+
+
+def is_unchecked(source_checksum: str | None) -> bool:
+    return source_checksum is None or source_checksum.startswith(f"{UNCHECKED}:")
+
+
 class SourceStream(ABC):
     """The bytes of one item, read once, and the source's own word on them."""
 
@@ -145,8 +171,16 @@ class SourceStream(ABC):
         Called after the last chunk and *before* the destination publishes,
         so raising ``ChecksumMismatch`` here keeps a damaged copy invisible.
         Returns the source checksum that was checked (``"md5:<hex>"``), or
-        None when the source offers none for this item.
+        ``unchecked(why)`` (None counts as one) when the source offers
+        nothing to check these bytes against: never "checked" on a length.
         """
+
+    def record(self) -> Mapping[str, Any] | None:
+        """After a passing ``verify``: what items depending on this one need
+        (JSON-able, never a secret), for items with ``keeps_record``. The
+        journal keeps it with the verified item; a later run gets it back
+        through ``Exporter.recall`` instead of reading the item again."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most streams need none
         """Release the connection behind the stream, if any."""
@@ -244,6 +278,11 @@ class Exporter(ABC):
         Exporters whose items depend on each other use it so that a dependent
         item never waits for one that will not be read in this run.
         """
+
+    def recall(self, item: ExportItem, record: Mapping[str, Any]) -> None:  # noqa: B027
+        """Told by the engine, before ``item_settled(item, "skipped")``, what the
+        stream of an item with ``keeps_record`` left when it was verified in an
+        earlier process, so its dependents can be written without it."""
 
     def warnings(self) -> list[str]:
         """What a person must know about this export that is not a failure

@@ -12,7 +12,11 @@ Per table, two items:
   *as it was actually written*. Those two figures exist only once the data
   stream has been read and verified, so the meta item is listed after the
   data item and its ``open`` waits (``threading.Event``, bounded) for the
-  data stream of the same table to be verified by this exporter. We chose
+  data item of the same table to be verified at every destination. Those
+  figures are kept in the journal with the verified data item (its
+  ``record``), so a resume after a kill between the two writes the meta
+  without scanning again; and wherever the data is copied again, so is the
+  meta (``depends_on``), so the two always agree. We chose
   this over "describe + a separate COUNT scan" because a second scan of a
   live table can count a different number of items than the first wrote,
   and could never give the data file's sha256; a meta that disagrees with
@@ -37,7 +41,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, ClassVar
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
@@ -113,8 +117,14 @@ class _DataResult:
 class _TableState:
     def __init__(self, description: Mapping[str, Any]) -> None:
         self.description = description
+        #: Set once the data item is settled: verified, skipped or failed.
         self.verified = threading.Event()
+        #: The data file as verified at every destination (or recalled from
+        #: the journal, when an earlier process verified it); None if not.
         self.result: _DataResult | None = None
+        #: The last scan that passed its checks; becomes ``result`` once the
+        #: engine says the item is verified (published everywhere).
+        self.attempt: _DataResult | None = None
 
 
 def table_meta(description: Mapping[str, Any], region: str) -> dict[str, Any]:
@@ -292,11 +302,17 @@ class _ScanStream(SourceStream):
                 f"DynamoDB table {self._table}: read {size} bytes (sha256 {sha256_hex}), "
                 f"the export wrote {attempt.size} bytes (sha256 {attempt.sha256})"
             )
-        # Only a verified scan feeds the meta file, so the meta describes bytes
-        # the engine has checked.
-        self._state.result = attempt
-        self._state.verified.set()
+        # Only a scan the engine then publishes everywhere feeds the meta file
+        # (see DynamoDbExporter.item_settled), so it describes checked bytes.
+        self._state.attempt = attempt
         return f"sha256:{attempt.sha256}"
+
+    def record(self) -> Mapping[str, Any] | None:
+        """Item count, size and sha256 of the data file: all its meta needs."""
+        attempt = self._attempt
+        if attempt is None:
+            return None
+        return {"item_count": attempt.item_count, "size": attempt.size, "sha256": attempt.sha256}
 
     def close(self) -> None:
         self._stop.set()
@@ -373,7 +389,8 @@ class DynamoDbExporter(Exporter):
         name = description["TableName"]
         arn = description.get("TableArn", f"{region}/{name}")
         table_id = description.get("TableId", "")
-        for part, suffix in (("data", "jsonl.gz"), ("meta", "meta.json")):
+        data_key = f"dynamodb/{region}/{name}.jsonl.gz"
+        for part, dest_key in (("data", data_key), ("meta", f"dynamodb/{region}/{name}.meta.json")):
             source = {
                 "kind": self.kind,
                 "region": region,
@@ -381,17 +398,43 @@ class DynamoDbExporter(Exporter):
                 "table_arn": arn,
                 "part": part,
             }
-            yield self.new_item(
+            item = self.new_item(
                 idem_key=f"dynamodb:{arn}:{table_id}:{self.run_id}:{part}",
-                dest_key=f"dynamodb/{region}/{name}.{suffix}",
+                dest_key=dest_key,
                 size=None,
                 source=source,
             )
+            # The meta describes the data file as written: the journal keeps
+            # the data's figures, and the meta is written again with the data.
+            if part == "data":
+                yield replace(item, keeps_record=True)
+            else:
+                yield replace(item, depends_on=data_key)
 
     def item_settled(self, item: ExportItem, status: str) -> None:
-        """A data item that will not be read in this run releases its waiting meta."""
-        if item.source.get("part") == "data" and status in ("skipped", "failed"):
-            self._state(item).verified.set()
+        """A settled data item releases its waiting meta: with its figures once
+        verified everywhere (or recalled), without them when it failed."""
+        if item.source.get("part") != "data":
+            return
+        state = self._state(item)
+        if status == "verified":
+            state.result = state.attempt
+        state.verified.set()
+
+    def recall(self, item: ExportItem, record: Mapping[str, Any]) -> None:
+        """A data file verified by an earlier process of this run: its meta is
+        written from the figures the journal kept, without scanning again."""
+        if item.source.get("part") != "data":
+            return
+        try:
+            result = _DataResult(
+                item_count=int(record["item_count"]),
+                size=int(record["size"]),
+                sha256=str(record["sha256"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return  # not a record of ours: the meta then says its data was not read
+        self._state(item).result = result
 
     def _state(self, item: ExportItem) -> _TableState:
         region, name = str(item.source["region"]), str(item.source["table"])
@@ -429,12 +472,10 @@ class DynamoDbExporter(Exporter):
             )
         result = state.result
         if result is None:
-            # The data was skipped (verified by an interrupted run of this
-            # run id) or failed: this run will not read it, so do not wait.
+            # The data item failed (its own error says why): nothing to describe.
             raise FatalError(
-                f"meta of DynamoDB table {name} in {region} needs its data file read in the "
-                "same run, and this run did not read it; run `exitplan migrate` again to "
-                "export the table and its meta together"
+                f"meta of DynamoDB table {name} in {region} describes its data file, which "
+                "was not exported (see that item's error); `exitplan resume` exports both"
             )
         meta = table_meta(state.description, region)
         meta["item_count"] = result.item_count

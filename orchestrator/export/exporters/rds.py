@@ -15,7 +15,10 @@ Per instance (engine ``postgres``) in each region, three items, in this order:
   size, the exact row count of every user table as seen by the dump's own
   snapshot, and the outcome of the restore check. It is written only after
   the tar has been read and verified, so it describes bytes the engine
-  checked (it waits for the dump item, like DynamoDB's meta file).
+  checked (it waits for the dump item, like DynamoDB's meta file). What it
+  says is kept in the journal with the verified tar, so a resume after a
+  kill between the two writes it without dumping again; wherever the tar
+  is copied again, so is it.
 
 ``open`` of the dump item does the expensive part once per attempt: dump
 every database, hash the files, then prove the dump restores: ``pg_restore``
@@ -57,7 +60,7 @@ import threading
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,8 +166,60 @@ class _InstanceState:
     def __init__(self, region: str, description: Mapping[str, Any]) -> None:
         self.region = region
         self.description = description
+        #: Set once the dump item is settled: verified, skipped or failed.
         self.verified = threading.Event()
+        #: The dump as verified at every destination (or recalled from the
+        #: journal, when an earlier process verified it); None if not.
         self.result: DumpResult | None = None
+        #: The last dump whose tar passed its checks; becomes ``result`` once
+        #: the engine says the item is verified (published everywhere).
+        self.attempt: DumpResult | None = None
+
+
+def dump_record(result: DumpResult) -> dict[str, Any]:
+    """A DumpResult as JSON, for the journal: all dump.sha256.json needs (no secret)."""
+    return {
+        "taken_at": result.taken_at,
+        "pg_dump_version": result.pg_dump_version,
+        "databases": [
+            {
+                "name": db.name,
+                "path": db.path,
+                "row_counts": dict(db.row_counts),
+                "restore_ignored_errors": db.restore_ignored_errors,
+            }
+            for db in result.databases
+        ],
+        "files": [[f.path, f.size, f.sha256] for f in result.files],
+        "restore_check": result.restore_check,
+        "tar_size": result.tar_size,
+        "tar_sha256": result.tar_sha256,
+    }
+
+
+def dump_from_record(record: Mapping[str, Any]) -> DumpResult:
+    """The inverse of ``dump_record``; raises KeyError/TypeError/ValueError on a bad one."""
+    return DumpResult(
+        taken_at=str(record["taken_at"]),
+        pg_dump_version=str(record["pg_dump_version"]),
+        databases=tuple(
+            DatabaseDump(
+                name=str(db["name"]),
+                path=str(db["path"]),
+                row_counts={str(k): int(v) for k, v in db["row_counts"].items()},
+                restore_ignored_errors=(
+                    None
+                    if db.get("restore_ignored_errors") is None
+                    else int(db["restore_ignored_errors"])
+                ),
+            )
+            for db in record["databases"]
+        ),
+        files=tuple(DumpedFile(str(p), int(n), str(h)) for p, n, h in record["files"]),
+        restore_check=str(record["restore_check"]),
+        tar_size=int(record["tar_size"]),
+        tar_sha256=str(record["tar_sha256"]),
+    )
 
 
 # --------------------------------------------------------------------------- streams
@@ -195,6 +250,7 @@ class _DumpTarStream(SourceStream):
         self._size = 0
         self._sha: Any = None
         self._complete = False
+        self._verified: DumpResult | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         self._complete = False
@@ -244,7 +300,9 @@ class _DumpTarStream(SourceStream):
                 f"{self._size} bytes (sha256 {digest})"
             )
         result = self._result
-        self._state.result = DumpResult(
+        # Becomes the checksums' source once the engine has published the tar
+        # everywhere (see RdsExporter.item_settled).
+        self._verified = DumpResult(
             taken_at=result.taken_at,
             pg_dump_version=result.pg_dump_version,
             databases=result.databases,
@@ -253,8 +311,12 @@ class _DumpTarStream(SourceStream):
             tar_size=self._size,
             tar_sha256=digest,
         )
-        self._state.verified.set()
+        self._state.attempt = self._verified
         return f"sha256:{digest}"
+
+    def record(self) -> Mapping[str, Any] | None:
+        """Everything dump.sha256.json says, kept in the journal with the tar."""
+        return None if self._verified is None else dump_record(self._verified)
 
     def close(self) -> None:
         shutil.rmtree(self._workdir, ignore_errors=True)
@@ -339,6 +401,7 @@ class RdsExporter(Exporter):
             self._skipped.append(
                 f"the sandbox database {instance_id} was not dumped: {PG_INSTALL_HINT}"
             )
+        dump_key = f"rds/{region}/{instance_id}/dump.tar"
         for part, name in parts:
             source = {
                 "kind": self.kind,
@@ -348,17 +411,40 @@ class RdsExporter(Exporter):
                 "engine": description.get("Engine", ""),
                 "part": part,
             }
-            yield self.new_item(
+            item = self.new_item(
                 idem_key=f"rds:{arn}:{resource_id}:{self.run_id}:{part}",
                 dest_key=f"rds/{region}/{instance_id}/{name}",
                 size=None,
                 source=source,
             )
+            # dump.sha256.json describes dump.tar as written: the journal keeps
+            # what it says, and it is written again wherever the tar is.
+            if part == "dump":
+                item = replace(item, keeps_record=True)
+            elif part == "checksums":
+                item = replace(item, depends_on=dump_key)
+            yield item
 
     def item_settled(self, item: ExportItem, status: str) -> None:
-        """A dump that will not be read in this run releases its waiting checksums item."""
-        if item.source.get("part") == "dump" and status in ("skipped", "failed"):
-            self._state(item).verified.set()
+        """A settled dump releases its waiting checksums item: with its figures once
+        verified everywhere (or recalled), without them when it failed."""
+        if item.source.get("part") != "dump":
+            return
+        state = self._state(item)
+        if status == "verified":
+            state.result = state.attempt
+        state.verified.set()
+
+    def recall(self, item: ExportItem, record: Mapping[str, Any]) -> None:
+        """A dump.tar verified by an earlier process of this run: dump.sha256.json
+        is written from what the journal kept, without dumping again."""
+        if item.source.get("part") != "dump":
+            return
+        try:
+            result = dump_from_record(record)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return  # not a record of ours: the checksums item then says so
+        self._state(item).result = result
 
     def _state(self, item: ExportItem) -> _InstanceState:
         region, instance_id = str(item.source["region"]), str(item.source["instance"])
@@ -506,9 +592,9 @@ class RdsExporter(Exporter):
         result = state.result
         if result is None:
             raise FatalError(
-                f"dump.sha256.json of RDS instance {instance_id} in {region} needs its dump.tar "
-                "read in the same run, and this run did not read it (see that item's error); "
-                "run `exitplan migrate` again to dump the instance and its checksums together"
+                f"dump.sha256.json of RDS instance {instance_id} in {region} describes its "
+                "dump.tar, which was not exported (see that item's error); `exitplan resume` "
+                "dumps the instance and writes both"
             )
         doc = dump_checksums(result, region, instance_id, f"rds/{region}/{instance_id}/dump.tar")
         data = (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
