@@ -334,6 +334,8 @@ def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
         deadline=deadline,
         kinds=_kinds(getattr(args, "only", None)),
         sandbox_base=Path.cwd(),
+        yes=bool(getattr(args, "yes", False)),
+        force=bool(getattr(args, "force", False)),
     )
     if dry_run:
         previews = preview_run(config, settings, clock)
@@ -452,6 +454,9 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
     for step in report["steps"]:
         if step["status"] in ("failed", "cancelled"):
             print(f"  step {step['name']}: {step['status']}: {step['detail']}")
+    for step in report.get("dns", []):
+        if step["name"] == "flip" and step["status"] == "done":
+            print(f"  names: {step['detail']}")
     deadline = report["deadline"]
     if deadline:
         verdict = "met" if deadline["met"] else "MISSED"
@@ -881,6 +886,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--bwlimit", help="cap on bytes read per second, e.g. 50MiB")
         p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
+        p.add_argument(
+            "--yes",
+            action="store_true",
+            help="make the DNS changes (default: plan them and show the plan); the sandbox and drills apply",
+        )
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="allow changes past the thresholds (over 30%% of a zone of 10+ records, any NS change)",
+        )
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.set_defaults(func=cmd_migrate)
 

@@ -156,10 +156,18 @@ class CandidateConfig:
 
 @dataclass(frozen=True)
 class DnsConfig:
-    """The DNS provider used at cutover, and its options."""
+    """The DNS provider used at cutover, its options, and what the cutover moves.
+
+    ``nameservers`` is the new zone's apex NS set (what the registrar gets);
+    ``service_names`` are the names flipped to the new host (relative to the
+    zone, ``@`` for the apex; empty: the names that point at the service's
+    old addresses, found from the inventory).
+    """
 
     driver: str
     options: Mapping[str, object]
+    nameservers: tuple[str, ...] = ()
+    service_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1233,8 +1241,17 @@ def parse_config_text(
         )
 
     def dns() -> DnsConfig:
-        spec, options, _ = _provider(r, at("dns"), "dns", "driver", ["driver"], env_hint="DNS")
-        return DnsConfig(spec.name, options)
+        own = ["driver", "nameservers", "service_names"]
+        spec, options, found = _provider(r, at("dns"), "dns", "driver", own, env_hint="DNS")
+        lists = {
+            key: r.text_list(found[key].value, example=example, non_empty=True)
+            for key, example in (
+                ("nameservers", "[ns1.example.net., ns2.example.net.]"),
+                ("service_names", '["@", www, api]'),
+            )
+            if key in found
+        }
+        return DnsConfig(spec.name, options, **lists)
 
     def section(key: str, read: Callable[[], _T], absent: _U) -> _T | _U:
         return r.each(read, instead=absent) if key in entries else absent

@@ -28,6 +28,7 @@ from orchestrator.report.model import (
     DataGroup,
     Deadline,
     DestinationInfo,
+    DnsStep,
     FailedItem,
     Placement,
     PlacementAttempt,
@@ -172,6 +173,52 @@ def service_for_report(outputs: Mapping[str, Any]) -> Service | None:
             ServiceCheck(c.kind, c.name, c.served, c.source, c.equal) for c in checked.checks
         ),
     )
+
+
+def dns_for_report(outputs: Mapping[str, Any]) -> tuple[DnsStep, ...]:
+    """The cutover's steps: each zone prepared, the schedule's steps, and the flip."""
+    from orchestrator.cutover.steps import CutoverOutput, DnsPrepareOutput
+
+    prepared = outputs.get("dns-prepare")
+    if not isinstance(prepared, DnsPrepareOutput):
+        return ()
+    steps: list[DnsStep] = []
+    for move in prepared.zones:
+        zone = move.zone.rstrip(".")
+        equivalence = move.prepared.equivalence
+        steps.append(
+            DnsStep(
+                name=f"{zone}: new zone",
+                status="done" if prepared.applied else "planned",
+                at=equivalence.checked_at if equivalence else None,
+                detail=equivalence.summary() if equivalence else "not compared over DNS",
+            )
+        )
+        risks = "; ".join(move.schedule.residual_risks) or None
+        for scheduled in move.schedule.steps:
+            steps.append(
+                DnsStep(
+                    name=f"{zone}: {scheduled.step}",
+                    status="done" if scheduled.done else "scheduled",
+                    at=scheduled.start_at,
+                    residual_risk=risks if scheduled.step == "delegation" else None,
+                    detail=scheduled.action,
+                )
+            )
+    cutover = outputs.get("cutover")
+    if isinstance(cutover, CutoverOutput):
+        answers = ", ".join(
+            f"{a.name.rstrip('.')} -> {','.join(a.addresses) or 'nothing'}" for a in cutover.answers
+        )
+        steps.append(
+            DnsStep(
+                name="flip",
+                status="done" if cutover.flipped_at else "planned",
+                at=cutover.flipped_at,
+                detail=f"{answers} (asked {cutover.answered_by})" if answers else "dry run",
+            )
+        )
+    return tuple(steps)
 
 
 def replay_steps_for_report(journal: Journal, run_id: str) -> tuple[ReplayStep, ...]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, default_sandbox_config, load_config
+from orchestrator.cutover.steps import CutoverStep, DnsPrepareStep, dns_config, open_dns_target
 from orchestrator.drill.run import clean_up, keep, measure, scratch_destinations
 from orchestrator.errors import Cancelled, ConfigError
 from orchestrator.events import EventBus
@@ -37,6 +38,7 @@ from orchestrator.replay.steps import ReplayStep, VerifyServiceStep
 from orchestrator.report.model import CleanupOutcome, Objectives, RunReport, TrendPoint
 from orchestrator.report.recorder import ReportRecorder
 from orchestrator.report.run_report import (
+    dns_for_report,
     placement_for_report,
     replay_steps_for_report,
     report_from_journal,
@@ -91,6 +93,10 @@ class RunSettings:
     #: Drills only: the scenario (``stressed-exit``) and the notice it gives, in seconds.
     scenario: str | None = None
     notice_s: float | None = None
+    #: ``--yes``: make the changes that are dry runs by default (DNS); ``--force``: past
+    #: the thresholds (over 30% of a zone, any NS change).
+    yes: bool = False
+    force: bool = False
 
     @property
     def deadline_value(self) -> Deadline | None:
@@ -130,6 +136,8 @@ def settings_for(
     deadline: datetime | None,
     kinds: tuple[str, ...] | None,
     sandbox_base: Path | None = None,
+    yes: bool = False,
+    force: bool = False,
 ) -> RunSettings:
     if kinds is not None:
         check_kinds(kinds)
@@ -143,6 +151,8 @@ def settings_for(
         kinds=kinds,
         concurrency=config.transfer.concurrency,
         bwlimit=config.transfer.bwlimit,
+        yes=yes,
+        force=force,
     )
 
 
@@ -162,10 +172,15 @@ def plan_for(settings: RunSettings) -> Plan:
         return [plan_step, ExportStep(), ManifestStep()]
     return [
         plan_step,
-        Parallel([InventoryStep(), ProbeStep(), PlaceStep()], [ExportStep(), ManifestStep()]),
+        Parallel(
+            [InventoryStep(), ProbeStep(), PlaceStep()],
+            [ExportStep(), ManifestStep()],
+            [DnsPrepareStep()],
+        ),
         # Needs both lanes: the host, and the manifest the playbook's artifacts are checked against.
         ReplayStep(settings.kinds),
         VerifyServiceStep(),
+        CutoverStep(),
     ]
 
 
@@ -288,6 +303,13 @@ def with_sandbox_recipient(config: Config) -> Config:
     return replace(config, destinations=destinations)
 
 
+def _dns_opener(config: Config) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
+    dns = dns_config(config)
+    if dns is None:
+        return None
+    return lambda: open_dns_target(dns)
+
+
 def _context(
     config: Config,
     settings: RunSettings,
@@ -298,6 +320,7 @@ def _context(
     cancel: CancelToken,
     checked: AwsAccount | None,
 ) -> RunContext:
+    run_record = journal.get_run(run_id)
     wants_database = settings.kinds is None or "rds" in settings.kinds
     started = process_recorder(
         lambda kind, resource, what: journal.record_undo(run_id, "source", kind, resource, what),
@@ -316,6 +339,10 @@ def _context(
             config, with_database=wants_database, checked=checked, on_cluster_started=started
         ),
         open_destinations=lambda: open_destinations(config),
+        apply_changes=settings.yes or settings.command == "drill" or config.source.aws.sandbox,
+        force_changes=settings.force,
+        started_at=run_record.started_at if run_record else None,
+        open_dns=_dns_opener(config),
     )
 
 
@@ -490,6 +517,7 @@ def _finish(
             place if isinstance(place, PlaceOutput) else None,
         ),
         service=service_for_report(run.outputs),
+        dns=dns_for_report(run.outputs),
         replay=replay_steps_for_report(run.journal, run.run_id),
         projections=recorder.projections(),
         throughput=recorder.throughput(),

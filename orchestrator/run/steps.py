@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -81,6 +82,15 @@ class RunContext:
     #: A drill's ``-drill-<run id>``: in the names of what it makes on hosts, so it never
     #: touches a real exit's service ("" for migrate).
     scratch_suffix: str = ""
+    #: Whether changes outside the workspace that are dry runs by default (DNS) are made:
+    #: ``migrate --yes``, a drill (scratch targets), the sandbox. And ``--force``.
+    apply_changes: bool = False
+    force_changes: bool = False
+    #: When the run was first started (the notice, for the DNS schedule).
+    started_at: datetime | None = None
+    #: Opens the destination DNS (a context manager): ``dns_target()`` calls it once.
+    open_dns: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
+    _dns: Any = None
     #: Opens the source account (a context manager): ``source()`` calls it once.
     open_source: Callable[[], contextlib.AbstractContextManager[AwsAccount]] | None = None
     #: Builds the destinations: ``destinations()`` calls it once.
@@ -98,6 +108,15 @@ class RunContext:
                     raise RuntimeError("this run has no source account")
                 self._source = self._resources.enter_context(self.open_source())
             return self._source
+
+    def dns_target(self) -> Any:
+        """The destination DNS provider (and its server), opened on first use."""
+        with self._lock:
+            if self._dns is None:
+                if self.open_dns is None:
+                    raise RuntimeError("this run has no DNS target")
+                self._dns = self._resources.enter_context(self.open_dns())
+            return self._dns
 
     def destinations(self) -> list[Destination]:
         with self._lock:

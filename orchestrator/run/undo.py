@@ -41,6 +41,8 @@ UNDO_HANDLERS: dict[str, tuple[str, str]] = {
     "postgres-cluster": ("orchestrator.postgres", "undo_cluster"),
     # Whatever a playbook step made on the host: files, directories, a user, a service.
     "replay-step": ("orchestrator.replay.undo", "undo_replay_step"),
+    # DNS record sets the cutover changed: the previous sets are put back.
+    "dns_change": ("orchestrator.cutover.steps", "undo_dns"),
 }
 
 

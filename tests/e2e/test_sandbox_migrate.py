@@ -197,6 +197,31 @@ def test_sigkill_during_export_then_resume_copies_nothing_verified_again(tmp_pat
     exitplan(tmp_path, "rollback")  # the replayed service outlives exitplan; the test's does not
 
 
+def served_addresses(cwd: Path, name: str) -> set[str]:
+    """Ask the sandbox's DNS target over UDP, as a resolver would (its zone file, served)."""
+    from orchestrator.cutover.query import AuthoritativeEndpoint, query_authoritative
+    from providers.dns_local import LocalDnsServer
+
+    with LocalDnsServer(cwd / ".exitplan" / "dns" / "zones.json") as server:
+        answer = query_authoritative(
+            AuthoritativeEndpoint(server.host, server.port), name, "A", transport="udp"
+        )
+    return set(answer.values)
+
+
+def test_the_services_names_resolve_to_the_new_host(migrated):
+    cwd, result = migrated
+    report = json.loads(next((cwd / ".exitplan" / "runs").glob("*/report.json")).read_text())
+    dns = {step["name"]: step for step in report["dns"]}
+    assert dns["microblog.example: new zone"]["status"] == "done"
+    assert "answer identically" in dns["microblog.example: new zone"]["detail"]
+    assert dns["flip"]["status"] == "done" and "www.microblog.example -> 127.0.0.1" in result.stdout
+    for name in ("microblog.example.", "www.microblog.example.", "api.microblog.example."):
+        assert served_addresses(cwd, name) == {"127.0.0.1"}
+    # Names the service does not own are left as they were.
+    assert served_addresses(cwd, "dev.microblog.example.") == {"203.0.113.30"}
+
+
 def test_rollback_stops_the_service_and_removes_what_the_replay_made(migrated):
     cwd, _ = migrated
     first = sorted((cwd / ".exitplan" / "runs").iterdir())[0]
@@ -213,6 +238,8 @@ def test_rollback_stops_the_service_and_removes_what_the_replay_made(migrated):
         assert not target.parent.exists()
     with pytest.raises(OSError):
         urllib.request.urlopen(service["url"] + "healthz", timeout=5)
+    # Rollback removes what the run made at the new DNS provider too: the names are gone.
+    assert served_addresses(cwd, "www.microblog.example.") == set()
 
 
 def test_the_deadline_stops_migrate_with_exit_3_and_a_report_of_what_was_left(tmp_path):
