@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import hashlib
 import hmac
 import json
@@ -171,6 +172,15 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class DrillConfig:
+    """A drill's objectives: ``drill: {rto: 4h, rpo: 1h, every: 90d}`` (each optional)."""
+
+    rto: timedelta | None = None
+    rpo: timedelta | None = None
+    every: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class TransferConfig:
     """Copy-engine settings. Sizes in bytes; ``bwlimit`` in bytes/second, None = unlimited."""
 
@@ -197,6 +207,7 @@ class Config:
     candidates: tuple[CandidateConfig, ...] = ()
     dns: DnsConfig | None = None
     playbook: Path | None = None
+    drill: DrillConfig | None = None
     transfer: TransferConfig = field(default_factory=TransferConfig)
     source_file: Path | None = None
 
@@ -784,6 +795,15 @@ def _provider(
     return spec, options, entries
 
 
+def _read_drill(r: _Reader, at: _At) -> DrillConfig:
+    entries = r.mapping(at, ["rto", "rpo", "every"], owner="drill")
+    values: dict[str, timedelta] = {}
+    for key, entry in entries.items():
+        text = r.text(entry.value, fix="write a duration, e.g. 4h, 90m, 90d")
+        values[key] = r.relay(entry.value, functools.partial(parse_duration, text, f"drill.{key}"))
+    return DrillConfig(**values)
+
+
 def _peek(r: _Reader, at: _At, key: str, help: str) -> _At:
     """The value of ``key`` in mapping ``at``, read before the mapping's keys are checked."""
     assert isinstance(at.node, yaml.MappingNode)
@@ -1066,6 +1086,7 @@ _TOP_KEYS = [
     "candidates",
     "dns",
     "playbook",
+    "drill",
     "transfer",
 ]
 
@@ -1265,6 +1286,7 @@ def parse_config_text(
     candidates = section("candidates", lambda: _read_candidates(r, at("candidates")), ())
     dns_config = section("dns", dns, None)
     playbook = section("playbook", lambda: r.path(at("playbook")), None)
+    drill = section("drill", lambda: _read_drill(r, at("drill")), None)
     transfer = section("transfer", lambda: _read_transfer(r, at("transfer")), TransferConfig())
     r.raise_findings()
     assert source is not None  # a missing or wrong source is a finding
@@ -1278,6 +1300,7 @@ def parse_config_text(
         candidates=candidates,
         dns=dns_config,
         playbook=playbook,
+        drill=drill,
         transfer=transfer,
     )
 

@@ -28,7 +28,15 @@ def scratch_prefix(run_id: str) -> str:
 
 def scratch_name(destination: str) -> str:
     """The journal's name for a destination's drill copy."""
-    return f"{destination}~drill"
+    return f"{destination}{_SCRATCH_SUFFIX}"
+
+
+def base_name(destination: str) -> str:
+    """The configured destination a (scratch) destination name stands for."""
+    return destination.removesuffix(_SCRATCH_SUFFIX)
+
+
+_SCRATCH_SUFFIX = "~drill"
 
 
 class ScratchStore(ObjectStore):

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from orchestrator.drill.scratch import base_name
 from orchestrator.errors import Cancelled, ExitplanError
 from orchestrator.events import RunWarning
 from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
@@ -110,6 +111,7 @@ class ExportStep(Step[ExportOutput]):
         plan = run.output("plan", PlanOutput)
         prioritizer = prioritizer_for(run)
         destinations = run.destinations()
+        recipients = {d.name: d.recipients for d in config.destinations}
         progress = RunProgress(
             run_id=run.run_id,
             journal=run.journal,
@@ -120,7 +122,12 @@ class ExportStep(Step[ExportOutput]):
         context = ExportContext(
             run_id=run.run_id,
             scratch_dir=run.directory / "scratch",
-            recipients={d.name: d.recipients for d in config.destinations},
+            # Keyed by the names the destinations run under (a drill's scratch copies too).
+            recipients={
+                d.name: recipients[base_name(d.name)]
+                for d in destinations
+                if base_name(d.name) in recipients
+            },
             part_size=config.transfer.part_size,
             sandbox=config.source.aws.sandbox,
             cancel=run.cancel,

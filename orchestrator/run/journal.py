@@ -620,14 +620,17 @@ class Journal:
     def data_as_of(self, run_id: str) -> list[tuple[str, datetime]]:
         """(kind, as of) of the run's verified items whose data says how new it is.
 
-        An exporter puts ``as_of`` (ISO 8601) in the item's source when it knows
-        when its data was taken: an S3 object's LastModified, a dump's snapshot
-        time, a table scan's start. Drills measure RPO from it.
+        An exporter puts ``as_of`` (ISO 8601) in the item's source when the
+        listing knows it (an S3 object's LastModified), or in the record it
+        keeps once read (a table scan's start; a dump's ``taken_at``). Drills
+        measure RPO from it.
         """
         with self._lock:
             rows = self._db.execute(
-                "SELECT kind, json_extract(source, '$.as_of') FROM items"
-                " WHERE run_id=? AND state='verified' AND json_extract(source, '$.as_of') IS NOT NULL",
+                "SELECT items.kind, COALESCE(json_extract(items.source, '$.as_of'),"
+                " json_extract(r.record, '$.as_of'), json_extract(r.record, '$.taken_at'))"
+                " AS as_of FROM items LEFT JOIN item_records r ON r.idem_key = items.idem_key"
+                " WHERE items.run_id=? AND items.state='verified' AND as_of IS NOT NULL",
                 (run_id,),
             ).fetchall()
         return [(row[0], datetime.fromisoformat(row[1])) for row in rows]

@@ -42,6 +42,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
 
 from orchestrator.errors import ChecksumMismatch, FatalError, RetryableError
@@ -188,6 +189,7 @@ class _ScanStream(SourceStream):
         self._page_size = page_size
         self._state = state
         self._attempt: _DataResult | None = None
+        self._scan_started = datetime.now(UTC)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -227,6 +229,8 @@ class _ScanStream(SourceStream):
     def __iter__(self) -> Iterator[bytes]:
         self._attempt = None
         self._stop.clear()
+        # What the file holds is the table as of the scan's start (a drill's RPO).
+        self._scan_started = datetime.now(UTC)
         pages: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_PAGES)
         self._threads = [
             threading.Thread(
@@ -312,7 +316,12 @@ class _ScanStream(SourceStream):
         attempt = self._attempt
         if attempt is None:
             return None
-        return {"item_count": attempt.item_count, "size": attempt.size, "sha256": attempt.sha256}
+        return {
+            "item_count": attempt.item_count,
+            "size": attempt.size,
+            "sha256": attempt.sha256,
+            "as_of": self._scan_started.isoformat(),
+        }
 
     def close(self) -> None:
         self._stop.set()

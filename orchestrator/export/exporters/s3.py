@@ -552,6 +552,8 @@ class S3Exporter(Exporter):
                 "version_id": version_id,
                 "etag": etag,
                 "is_latest": is_latest,
+                # When S3 last saw this version change: how new the copy's data is (RPO).
+                "as_of": _iso(obj.get("LastModified")),
             },
             tier=tier,
         )
@@ -690,3 +692,7 @@ class S3Exporter(Exporter):
         if item.size is None or part_size <= 0 or item.size <= part_size:
             return None
         return S3RangedSource(self, item, part_size)
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat() if hasattr(moment, "isoformat") else None
