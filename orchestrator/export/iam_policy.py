@@ -130,6 +130,14 @@ SOURCE_CALLS: tuple[SourceCall, ...] = (
         "read an object's checksum and part size (S3 export)",
         version_action="s3:GetObjectVersion",
     ),
+    _read(
+        "s3",
+        "GetObjectAttributes",
+        "s3:GetObjectAttributes",
+        "read a multipart object's part sizes and checksums (S3 export); without it, one "
+        "HeadObject per part",
+        version_action="s3:GetObjectVersionAttributes",
+    ),
     # EC2 and EBS
     _read(
         "ec2",

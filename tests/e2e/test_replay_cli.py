@@ -274,6 +274,6 @@ def test_kill_9_of_migrate_mid_replay_then_resume_brings_the_sandbox_service_up(
             handlers = db.execute("SELECT handler, state FROM replay_handlers").fetchall()
         assert handlers == [("restart-web", "done")]
         assert "service: http://127.0.0.1:" in resumed.stdout and "answering" in resumed.stdout
-        assert "posts served 2400, equal to the source's 2400" in resumed.stdout
+        assert "public.posts: served 2400, equal to the source's" in resumed.stdout
     finally:
         exitplan(tmp_path, "rollback", run_id, timeout=300)

@@ -408,6 +408,7 @@ def test_without_postgresql_tools_the_dump_fails_saying_what_to_install(
 ) -> None:
     # Hide Debian's versioned directories and PATH: as on a machine without postgresql.
     monkeypatch.setattr("orchestrator.postgres._DEBIAN_GLOB", str(tmp_path / "none" / "*" / "bin"))
+    monkeypatch.setattr("orchestrator.postgres.embedded_pg_bindir", lambda: None)
     make_instance(aws, source)
     run = Run(tmp_path)
     run.export(aws, {"PATH": str(tmp_path / "empty-path")})

@@ -45,9 +45,18 @@ def _env(args: Mapping[str, Any]) -> dict[str, str]:
 
 
 def psql(
-    ctx: OpContext, args: Mapping[str, Any], database: str, script: str, what: str
+    ctx: OpContext,
+    args: Mapping[str, Any],
+    database: str,
+    script: str,
+    what: str,
+    variables: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Run ``script`` through the host's psql; its unaligned output lines."""
+    """Run ``script`` through the host's psql; its unaligned output lines.
+
+    ``variables`` reach the script as psql variables (``:'name'`` quotes one as
+    a literal), so values never have to be pasted into SQL text.
+    """
     argv = [
         f"{args['bindir']}/psql",
         f"--host={args['host']}",
@@ -60,6 +69,7 @@ def psql(
         "--quiet",
         "--no-password",
         "--set=ON_ERROR_STOP=1",
+        *(f"--set={key}={value}" for key, value in (variables or {}).items()),
         "--file=-",
     ]
     result = ctx.run(argv, env=_env(args), input=script.encode())
@@ -82,8 +92,9 @@ def database_exists(ctx: OpContext, args: Mapping[str, Any], name: str) -> bool:
         ctx,
         args,
         "postgres",
-        f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)};\n",  # noqa: S608 - quoted literal
+        "SELECT 1 FROM pg_database WHERE datname = :'name';\n",
         f"look for database {name}",
+        variables={"name": name},
     )
     return bool(lines)
 

