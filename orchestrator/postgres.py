@@ -41,6 +41,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -265,23 +266,28 @@ def run_tool(
         # Its own process group: pg_dump --jobs forks workers, and a kill must reach them all.
         start_new_session=True,
     ) as proc:
+        # communicate() runs whole in a thread of its own: retried after a timeout it
+        # would stop feeding stdin (a large psql script would wait for input forever),
+        # so this thread only watches the clock and the cancel token.
+        result: list[tuple[str, str]] = []
+        feeder = threading.Thread(
+            target=lambda: result.append(proc.communicate(stdin_text)),
+            name=f"exitplan-{Path(argv[0]).name}",
+            daemon=True,
+        )
+        feeder.start()
         give_up = None if timeout_s is None else time.monotonic() + timeout_s
-        pending_input = stdin_text
         while True:
-            wait_s = (
-                _POLL_S if give_up is None else max(0.0, min(_POLL_S, give_up - time.monotonic()))
-            )
-            try:
-                stdout, stderr = proc.communicate(pending_input, timeout=wait_s)
+            feeder.join(_POLL_S)
+            if not feeder.is_alive():
                 break
-            except subprocess.TimeoutExpired:
-                pending_input = None  # handed over already; communicate keeps feeding it
             if cancel is not None and cancel.is_set():
-                _kill_group(proc)
+                _kill_group(proc, feeder)
                 raise Cancelled(f"stopped {Path(argv[0]).name}: {cancel.describe()}")
             if give_up is not None and time.monotonic() >= give_up:
-                _kill_group(proc)
+                _kill_group(proc, feeder)
                 raise subprocess.TimeoutExpired(list(argv), timeout_s or 0)
+    stdout, stderr = result[0] if result else ("", "")
     return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
 
 
@@ -289,10 +295,10 @@ def run_tool(
 _POLL_S = 0.2
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def _kill_group(proc: subprocess.Popen[str], feeder: threading.Thread) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    feeder.join()
 
 
 def run_pg(

@@ -124,3 +124,19 @@ def test_a_running_tool_such_as_pg_dump_is_killed_when_the_run_is_cancelled(tmp_
     # Killed at the first look (a fifth of a second), not after its 30 seconds.
     assert time.monotonic() - started < 10
     assert not marker.exists()
+
+
+def test_a_tool_slower_than_a_look_still_gets_all_of_its_input() -> None:
+    # psql reading a seed script larger than a pipe, slower than one look for a cancel:
+    # every byte must arrive and its stdin be closed (it once waited for input forever).
+    from orchestrator.postgres import run_tool
+
+    script = "x" * (4 * 1024 * 1024)
+    done = run_tool(
+        ["sh", "-c", "sleep 0.5; wc -c"],
+        env={"PATH": "/usr/bin:/bin"},
+        stdin_text=script,
+        timeout_s=60,
+        cancel=CancelToken(),
+    )
+    assert done.returncode == 0 and done.stdout.strip() == str(len(script))
