@@ -58,14 +58,16 @@ class Trial:
 
 def exitplan(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args, "--quiet"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    # Output to a file: an unread pipe would stall a chatty run.
+    with (cwd / "exitplan.out").open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", *args, "--quiet"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def kill_after(proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -146,7 +148,7 @@ def run_trial(
     code = proc.wait(timeout=args.timeout)
     trial.resume_codes.append(code)
     if code != 0:
-        err = proc.stderr.read().decode(errors="replace")[-1500:] if proc.stderr else ""
+        err = (cwd / "exitplan.out").read_text(errors="replace")[-1500:]
         trial.problems.append(f"final run exited {code}: {err}")
     vault = cwd / "exitplan-sandbox"
     for key, digest in expected.items():
@@ -155,9 +157,14 @@ def run_trial(
             trial.problems.append(f"missing {key}")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             trial.problems.append(f"corrupt {key}")
-    leftovers = [str(p) for p in cwd.rglob("*") if any(m in p.parts for m in STAGING_MARKERS)]
+    leftovers = [
+        str(p) for p in cwd.rglob("*") if any(m in p.parts for m in STAGING_MARKERS) and p.is_file()
+    ]
     leftovers += [str(p) for p in (cwd / ".exitplan" / "runs").glob("*/scratch/*")]
     trial.problems += [f"left behind: {p}" for p in leftovers[:20]]
+    if trial.problems:  # keep the service's logs before the rollback removes them
+        for log in cwd.glob("exitplan-target*/log/*"):
+            (cwd / f"kept-{log.name}").write_bytes(log.read_bytes())
     rolled = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "rollback", "--quiet"],
         cwd=cwd,
@@ -169,9 +176,12 @@ def run_trial(
     if rolled.returncode != 0:
         trial.problems.append(f"rollback exited {rolled.returncode}: {rolled.stdout[-500:]}")
     trial.problems += [f"still running: {p}" for p in our_processes(cwd)]
+    # After the rollback: the trial's directory, and what exitplan keeps in the temp dir
+    # (scratch PostgreSQL clusters). The replayed service's own config (0600 files on
+    # the host) is gone with the rollback.
+    scratch = [p for p in Path(tempfile.gettempdir()).glob("exitplan-*") if p.is_dir()]
     trial.problems += [
-        f"secret in clear: {p}"
-        for p in files_holding([cwd, Path(tempfile.gettempdir())], SECRET_CANARIES)
+        f"secret in clear: {p}" for p in files_holding([cwd, *scratch], SECRET_CANARIES)
     ]
     trial.seconds = round(time.monotonic() - started, 1)
     return trial
