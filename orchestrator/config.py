@@ -22,9 +22,7 @@ import dataclasses
 import difflib
 import fnmatch
 import functools
-import hashlib
 import hmac
-import json
 import os
 import re
 import stat
@@ -70,7 +68,7 @@ class Secret:
 
     ``reveal()`` is the only way to the value, so a call site that hands it to
     a provider is easy to find and review. ``reference`` is the ``${NAME}``
-    text it came from: safe to log, and what ``config_digest`` records.
+    text it came from: safe to log.
     """
 
     __slots__ = ("_value", "reference")
@@ -1535,34 +1533,3 @@ def write_sandbox_config(path: Path) -> None:
             f"{path}: cannot write the config ({exc.strerror}); check that its directory "
             "exists and is writable"
         ) from None
-
-
-def _canonical(value: Any) -> Any:
-    """A JSON-able form of the config with secrets replaced by their ``${NAME}`` text."""
-    if isinstance(value, Secret):
-        return {"secret": value.reference}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _canonical(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if f.name != "source_file"
-        }
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_canonical(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return value
-
-
-def config_digest(config: Config) -> str:
-    """A stable sha256 (hex) of the settings, for the journal to spot a changed config.
-
-    Secret values are left out (their ``${NAME}`` references count instead),
-    as is where the file was read from; equal settings give equal digests.
-    """
-    canonical = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()

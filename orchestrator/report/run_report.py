@@ -1,15 +1,14 @@
 """Reports of a run from the journal, and writing them where people and CI find them.
 
 ``report_from_journal`` reads the journal (never holding item lists) and
-returns a ``RunReport``; ``build_report`` is the same as the JSON-able dict
-the current runner expects; ``write_reports`` publishes report.json,
+returns a ``RunReport``; the runner adds what the steps found (placement,
+service, DNS, drill figures); ``write_reports`` publishes report.json,
 junit.xml and report.html atomically. Reports hold names, counts and
 checksums, never secret values.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -119,34 +118,6 @@ def report_from_journal(
             for d, k, w in journal.unchecked_items(run_id)
         ),
     )
-
-
-def build_report(
-    journal: Journal,
-    run_id: str,
-    *,
-    finished_at: datetime,
-    status: str,
-    safety_margin: timedelta,
-    destinations: list[dict[str, str]],
-    plan: list[dict[str, Any]],
-    seams: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """``report_from_journal`` as report.json's dict, for the runner as it is today.
-
-    ``seams`` is accepted and not reported: the skipped steps already carry
-    why each later part of the path did not run.
-    """
-    del seams
-    return report_from_journal(
-        journal,
-        run_id,
-        finished_at=finished_at,
-        status=status,
-        safety_margin=safety_margin,
-        destinations=destinations,
-        plan=plan,
-    ).to_dict()
 
 
 def service_for_report(outputs: Mapping[str, Any]) -> Service | None:
@@ -295,15 +266,6 @@ def write_reports(directory: Path, report: RunReport) -> ReportFiles:
     _publish(files.junit, render_junit(report))
     _publish(files.html, render_html(report))
     return files
-
-
-def write_report_json(path: Path, report: dict[str, Any] | RunReport) -> None:
-    """Write ``report`` to ``path`` atomically (a reader never sees half a report)."""
-    if isinstance(report, RunReport):
-        text = report.to_json()
-    else:
-        text = json.dumps(report, indent=2, sort_keys=False) + "\n"
-    _publish(path, text)
 
 
 def _publish(path: Path, text: str) -> None:

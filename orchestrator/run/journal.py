@@ -825,16 +825,6 @@ class Journal:
 
     # -- items -------------------------------------------------------------
 
-    def is_verified(self, destination: str, dest_key: str, idem_key: str) -> bool:
-        """Whether ``dest_key`` at ``destination`` holds ``idem_key``'s bytes, verified."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM items WHERE destination=? AND dest_key=? AND idem_key=?"
-                " AND state='verified'",
-                (destination, dest_key, idem_key),
-            ).fetchone()
-        return row is not None
-
     def mark_in_flight(
         self,
         run_id: str,

@@ -27,10 +27,8 @@ from orchestrator.report.model import (
     RunReport,
 )
 from orchestrator.report.run_report import (
-    build_report,
     placement_for_report,
     report_from_journal,
-    write_report_json,
     write_reports,
 )
 from orchestrator.run.journal import Journal, KindProgress
@@ -246,7 +244,7 @@ def journal_run(tmp_path):
 
 def test_the_journal_becomes_a_report_with_every_field_the_cli_reads(journal_run, capsys):
     journal, run_id, clock = journal_run
-    report = build_report(
+    report = report_from_journal(
         journal,
         run_id,
         finished_at=clock.now(),
@@ -254,8 +252,7 @@ def test_the_journal_becomes_a_report_with_every_field_the_cli_reads(journal_run
         safety_margin=timedelta(minutes=10),
         destinations=[{"name": "vault", "where": "local:/tmp/vault"}],
         plan=[{"order": 1, "kind": "s3", "first_tier_rank": 0}],
-        seams={"replay": "not yet"},
-    )
+    ).to_dict()
     assert report["run_id"] == run_id and report["status"] == "failed"
     assert report["duration"] == "55s" and report["duration_s"] == 55
     assert report["deadline"]["met"] is True
@@ -303,9 +300,6 @@ def test_write_reports_publishes_all_three_files(journal_run, tmp_path):
         "report.html",
         "report.json",
     ]
-    legacy = tmp_path / "legacy.json"
-    write_report_json(legacy, {"run_id": run_id})
-    assert json.loads(legacy.read_text()) == {"run_id": run_id}
 
 
 def test_the_placement_steps_outputs_become_the_placement_part():
