@@ -381,7 +381,7 @@ def test_unknown_top_level_key_suggests_the_closest(tmp_path: Path) -> None:
     assert error_for(tmp_path, text) == (
         "FILE:7:1: safety_margn: unknown key; did you mean 'safety_margin'? (known keys: "
         "source, deadline, safety_margin, workspace, priorities, destinations, candidates, "
-        "dns, playbook, transfer)"
+        "dns, playbook, drill, transfer)"
     )
 
 
@@ -970,7 +970,6 @@ def test_the_written_sandbox_config_loads_as_the_built_in_sandbox(tmp_path: Path
     write_sandbox_config(path)
     config = load_config(path, env={})
     assert dataclasses.replace(config, source_file=None) == default_sandbox_config(tmp_path)
-    assert config_digest(config) == config_digest(default_sandbox_config(tmp_path))
     text = path.read_text()
     assert text.startswith("# exitplan config")
     assert "exitplan migrate --config exitplan.yaml" in text
