@@ -624,6 +624,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _server_user() -> str:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "nobody"
+    return "postgres"
+
+
 class LocalCluster:
     """A throwaway PostgreSQL cluster on 127.0.0.1, removed by :meth:`stop`.
 
@@ -640,7 +648,7 @@ class LocalCluster:
         superuser: str = "exitplan",
         password: str | None = None,
         parent_dir: Path | None = None,
-        run_as: str = "postgres",
+        run_as: str | None = None,
         on_started: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """``on_started`` is called with :meth:`describe` as soon as the cluster's
@@ -659,8 +667,10 @@ class LocalCluster:
             raise ValueError("a scratch cluster password must be ASCII")
         self._parent_dir = parent_dir
         self._on_started = on_started
-        #: None: run the server as this process's user (it is not root).
-        self.run_as: str | None = run_as if os.geteuid() == 0 else None
+        #: None: run the server as this process's user (it is not root). As root:
+        #: ``run_as``, else ``postgres`` where the OS packages made that user, else
+        #: ``nobody`` (a machine whose PostgreSQL came from the embedded wheel).
+        self.run_as: str | None = (run_as or _server_user()) if os.geteuid() == 0 else None
         self.host = "127.0.0.1"
         self.port = 0
         self.workdir: Path | None = None
