@@ -139,12 +139,19 @@ def run_trial(
     cwd.mkdir(parents=True)
     started = time.monotonic()
     proc = exitplan(cwd, "migrate", "--deadline", "+2h")
-    for kill in range(args.kills_per_trial):
+    for _ in range(args.kills_per_trial):
         at = rng.uniform(0.0, args.window)
         if not kill_after(proc, at):
             break
         trial.kills_at.append(round(at, 2))
-        proc = exitplan(cwd, "resume")
+        # Killed before the journal existed (the first fraction of a second), nothing
+        # started: `resume` says to run `migrate` first, and so does an operator.
+        started_run = (cwd / ".exitplan" / "journal.sqlite").exists()
+        proc = (
+            exitplan(cwd, "resume")
+            if started_run
+            else exitplan(cwd, "migrate", "--deadline", "+2h")
+        )
     code = proc.wait(timeout=args.timeout)
     trial.resume_codes.append(code)
     if code != 0:
@@ -179,7 +186,14 @@ def run_trial(
     # After the rollback: the trial's directory, and what exitplan keeps in the temp dir
     # (scratch PostgreSQL clusters). The replayed service's own config (0600 files on
     # the host) is gone with the rollback.
-    scratch = [p for p in Path(tempfile.gettempdir()).glob("exitplan-*") if p.is_dir()]
+    # The sandbox's snapshot cache is the source account itself (its seeded secrets are
+    # the source's), not something a run wrote.
+    source_cache = os.environ.get("EXITPLAN_CACHE_DIR", "")
+    scratch = [
+        p
+        for p in Path(tempfile.gettempdir()).glob("exitplan-*")
+        if p.is_dir() and str(p) != source_cache and "sandbox-cache" not in p.name
+    ]
     trial.problems += [
         f"secret in clear: {p}" for p in files_holding([cwd, *scratch], SECRET_CANARIES)
     ]

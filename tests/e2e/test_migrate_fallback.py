@@ -94,11 +94,15 @@ def test_migrate_falls_back_to_the_next_candidate_and_rollback_removes_the_serve
     assert chosen["candidate"] == "b-cloud"
     assert chosen["host_key_fingerprint"].startswith("SHA256:")
     assert len(second.droplets) == 1 and not first.droplets
-    # What the run made outside its workspace is listed, and rollback removes it.
-    assert len(result.report["to_roll_back"]) == 1 and "server" in result.report["to_roll_back"][0]
+    # What the run made outside its workspace is listed (the server, and the sandbox's
+    # DNS names it moved), and rollback removes it.
+    to_roll_back = result.report["to_roll_back"]
+    servers = [line for line in to_roll_back if line.startswith("b-cloud: server ")]
+    dns = [line for line in to_roll_back if "of zone microblog.example." in line]
+    assert len(servers) == 1 and len(servers) + len(dns) == len(to_roll_back), to_roll_back
     with existing_journal(config) as journal:
         _, outcomes = rollback_run(journal, result.run_id, settings_clock(), config=config)
-    assert [(o.kind, o.state) for o in outcomes] == [("server", "undone")]
+    assert {(o.kind, o.state) for o in outcomes} == {("server", "undone"), ("dns_change", "undone")}
     assert second.droplets == {}
     with existing_journal(config) as journal:
         _, again = rollback_run(journal, result.run_id, settings_clock(), config=config)
