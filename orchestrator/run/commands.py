@@ -31,6 +31,7 @@ from orchestrator.export.exporters.base import exporter_kinds
 from orchestrator.export.exporters.rds import remove_scratch
 from orchestrator.export.steps import ExportStep, ManifestStep, PlanOutput, PlanStep
 from orchestrator.export.transfer import Destination
+from orchestrator.export.work import Shard
 from orchestrator.placement.probe import ProbeReport
 from orchestrator.placement.steps import InventoryStep, PlaceOutput, PlaceStep, ProbeStep
 from orchestrator.replay.steps import ReplayStep, VerifyServiceStep
@@ -91,6 +92,10 @@ class RunSettings:
     #: Drills only: the scenario (``stressed-exit``) and the notice it gives, in seconds.
     scenario: str | None = None
     notice_s: float | None = None
+    #: ``--workers N``: copies on a local Dask cluster of N worker processes.
+    workers: int | None = None
+    #: ``--shard K/N``: this run exports only shard K of N of the items.
+    shard: str | None = None
 
     @property
     def deadline_value(self) -> Deadline | None:
@@ -109,6 +114,7 @@ class SettingOverrides:
     bwlimit: int | None = None
     bwlimit_given: bool = False
     kinds: tuple[str, ...] | None = None
+    workers: int | None = None
 
 
 @dataclass
@@ -130,9 +136,15 @@ def settings_for(
     deadline: datetime | None,
     kinds: tuple[str, ...] | None,
     sandbox_base: Path | None = None,
+    shard: Shard | None = None,
 ) -> RunSettings:
     if kinds is not None:
         check_kinds(kinds)
+    if shard is not None and command != "export":
+        raise ConfigError(
+            f"--shard: only `exitplan export` is split in shards, not {command}; run "
+            "`exitplan export --shard K/N` on each machine, then `exitplan merge`"
+        )
     return RunSettings(
         command=command,
         config_file=str(config.source_file) if config.source_file else None,
@@ -143,6 +155,8 @@ def settings_for(
         kinds=kinds,
         concurrency=config.transfer.concurrency,
         bwlimit=config.transfer.bwlimit,
+        workers=config.transfer.workers,
+        shard=str(shard) if shard is not None else None,
     )
 
 
@@ -159,7 +173,8 @@ def plan_for(settings: RunSettings) -> Plan:
     """The steps of a command, in order (see the module docstring); a drill's are migrate's."""
     plan_step = PlanStep(settings.kinds)
     if settings.command == "export":
-        return [plan_step, ExportStep(), ManifestStep()]
+        shard = Shard.parse(settings.shard) if settings.shard else None
+        return [plan_step, ExportStep(shard), ManifestStep(shard)]
     return [
         plan_step,
         Parallel([InventoryStep(), ProbeStep(), PlaceStep()], [ExportStep(), ManifestStep()]),
@@ -612,7 +627,12 @@ def config_for(settings: RunSettings) -> Config:
         config = load_config(Path(settings.config_file))
     else:
         config = default_sandbox_config(Path(settings.sandbox_base or Path.cwd()))
-    transfer = replace(config.transfer, concurrency=settings.concurrency, bwlimit=settings.bwlimit)
+    transfer = replace(
+        config.transfer,
+        concurrency=settings.concurrency,
+        bwlimit=settings.bwlimit,
+        workers=settings.workers,
+    )
     return replace(
         config,
         workspace=Path(settings.workspace),
@@ -634,6 +654,8 @@ def resumed(run: RunRecord, overrides: SettingOverrides) -> tuple[Config, RunSet
     if overrides.kinds is not None:
         check_kinds(overrides.kinds)
         changes["kinds"] = overrides.kinds
+    if overrides.workers is not None:
+        changes["workers"] = overrides.workers
     settings = replace(settings, **changes)
     return config_for(settings), settings
 
