@@ -149,7 +149,7 @@ def run_copy_task(
     def report(message: Report) -> None:
         encoded = encode_report(message)
         if isinstance(message, ItemEnded):
-            outcomes.append(encoded)
+            outcomes.append(encoded["outcome"])
         worker.log_event(topic, encoded)
 
     copier.run_task(task, report)
