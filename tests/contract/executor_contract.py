@@ -101,7 +101,9 @@ class Run:
             run_id="contract",
             source=SourceSpec(regions=("us-east-1",), endpoint_url=endpoint),
             part_size=PART_SIZE,
-            destinations=(DestinationSpec("vault", "vault", "local", (("path", str(self.vault)),)),),
+            destinations=(
+                DestinationSpec("vault", "vault", "local", (("path", str(self.vault)),)),
+            ),
             settings=self.settings,
             kinds=frozenset({"s3"}),
         )
