@@ -177,7 +177,7 @@ class Shard:
         shard = cls(int(left), int(right))
         if not 1 <= shard.index <= shard.count:
             raise ConfigError(
-                f"{field}: {text!r}: K must be from 1 to N, and N at least 1, e.g. 1/4"
+                f"{field}: {text!r}: in K/N, K must be from 1 to N, e.g. 1/4"
             )
         return shard
 
