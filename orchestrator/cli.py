@@ -209,8 +209,47 @@ def _load(args: argparse.Namespace) -> Config:
         transfer = replace(transfer, concurrency=concurrency)
     if getattr(args, "bwlimit", None) is not None:
         transfer = replace(transfer, bwlimit=_bwlimit(args))
+    workers = _workers(args)
+    if workers is not None:
+        transfer = replace(transfer, workers=workers)
     overrides["transfer"] = transfer
+    shard = _shard(args)
+    if shard is not None:
+        # Each shard keeps its own journal: shards never share one by accident.
+        base = overrides.get("workspace", config.workspace)
+        overrides["workspace"] = Path(base) / "shards" / shard.label
     return replace(config, **overrides)
+
+
+#: ``--workers``: local Dask worker processes, at least one.
+MAX_WORKERS = 256
+
+
+def _workers(args: argparse.Namespace) -> int | None:
+    """``--workers N``: a local Dask cluster of N worker processes (needs the dask extra)."""
+    value = getattr(args, "workers", None)
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise ConfigError(
+            f"--workers: {value!r} is not a number of worker processes; write a whole "
+            f"number from 1 to {MAX_WORKERS}, e.g. --workers 2"
+        )
+    from orchestrator.export.executors.dask_executor import require_dask
+
+    require_dask("--workers")
+    return int(text)
+
+
+def _shard(args: argparse.Namespace) -> Any:
+    """``--shard K/N`` as a ``Shard``, or None."""
+    text = getattr(args, "shard", None)
+    if text is None:
+        return None
+    from orchestrator.export.work import Shard
+
+    return Shard.parse(text, "--shard")
 
 
 def _concurrency(args: argparse.Namespace) -> int | None:
@@ -336,6 +375,7 @@ def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
         sandbox_base=Path.cwd(),
         yes=bool(getattr(args, "yes", False)),
         force=bool(getattr(args, "force", False)),
+        shard=_shard(args),
     )
     if dry_run:
         previews = preview_run(config, settings, clock)
@@ -600,6 +640,7 @@ def cmd_resume(args: argparse.Namespace, clock: Clock) -> int:
         bwlimit=_bwlimit(args) if args.bwlimit is not None else None,
         bwlimit_given=args.bwlimit is not None,
         kinds=_kinds(args.only),
+        workers=_workers(args),
     )
     run_config, settings = resumed(run, overrides)
     return _execute(args, clock, run_config, settings, resume_run_id=run.id)
@@ -806,6 +847,46 @@ def cmd_verify(args: argparse.Namespace, clock: Clock) -> int:
     return cmd_resume(resume_args, clock)
 
 
+def cmd_merge(args: argparse.Namespace, clock: Clock) -> int:
+    """Join the manifests of a sharded export (``export --shard K/N`` on each machine)
+    into ``manifest/manifest.jsonl`` at every destination. Exit 0 when every
+    destination got its manifest, 1 when a shard is missing or two disagree."""
+    from orchestrator.export.manifest import MANIFEST_KEY, merge_shard_manifests
+    from orchestrator.run.commands import open_destinations
+
+    config = _load(args)
+    results = {}
+    for destination in open_destinations(config):
+        results[destination.name] = merge_shard_manifests(destination.store)
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    name: {
+                        "merged": outcome.ok,
+                        "shards": outcome.shards,
+                        "of": outcome.count,
+                        "items": outcome.rows,
+                        "bytes": outcome.size,
+                        "problem": outcome.problem,
+                    }
+                    for name, outcome in results.items()
+                },
+                indent=2,
+            )
+        )
+    else:
+        for name, outcome in results.items():
+            if outcome.ok:
+                print(
+                    f"{name}: {outcome.count} shard manifest(s) merged into {MANIFEST_KEY}: "
+                    f"{outcome.rows} item(s), {_human_bytes(outcome.size)}"
+                )
+            else:
+                print(f"{name}: not merged: {outcome.problem}")
+    return 0 if all(o.ok for o in results.values()) else 1
+
+
 def cmd_probe(args: argparse.Namespace, clock: Clock) -> int:
     from orchestrator.placement.probe import format_table
     from orchestrator.placement.steps import probe_now
@@ -848,6 +929,9 @@ def cmd_iam_policy(args: argparse.Namespace, clock: Clock) -> int:
 
 
 # -- the parser ------------------------------------------------------------
+
+
+_WORKERS_HELP = "copy on a local Dask cluster of N worker processes (pip install 'exitplan[dask]')"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -896,6 +980,14 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="allow changes past the thresholds (over 30%% of a zone of 10+ records, any NS change)",
         )
+        p.add_argument("--workers", metavar="N", help=_WORKERS_HELP)
+        if name == "export":
+            p.add_argument(
+                "--shard",
+                metavar="K/N",
+                help="export only shard K of N of the items (its own workspace); "
+                "then `exitplan merge`",
+            )
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.set_defaults(func=cmd_migrate)
 
@@ -913,8 +1005,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency")
     p.add_argument("--bwlimit")
     p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
+    p.add_argument("--workers", metavar="N", help=_WORKERS_HELP)
+    p.add_argument("--shard", metavar="K/N", help="resume this shard (its own workspace)")
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser(
+        "merge",
+        parents=[common],
+        help="join the manifests of a sharded export into one at every destination",
+    )
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser(
         "rollback", parents=[common], help="remove what a run created outside its workspace"
@@ -944,6 +1046,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
     p.add_argument("--concurrency")
     p.add_argument("--bwlimit")
+    p.add_argument("--workers", metavar="N", help=_WORKERS_HELP)
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_drill)
 

@@ -23,6 +23,7 @@ import difflib
 import fnmatch
 import functools
 import hmac
+import importlib.util
 import os
 import re
 import stat
@@ -178,13 +179,26 @@ class DrillConfig:
     every: timedelta | None = None
 
 
+#: Where copy tasks run: ``threads`` of this process, or a ``dask`` cluster.
+EXECUTORS: tuple[str, ...] = ("threads", "dask")
+_SCHEDULER_RE = re.compile(r"(tcp|tls)://[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
+
+
 @dataclass(frozen=True)
 class TransferConfig:
-    """Copy-engine settings. Sizes in bytes; ``bwlimit`` in bytes/second, None = unlimited."""
+    """Copy-engine settings. Sizes in bytes; ``bwlimit`` in bytes/second, None = unlimited.
+
+    ``executor: dask`` with ``scheduler`` (a ``tcp://host:port`` address) runs
+    copies on a Dask cluster; ``workers`` (``--workers N`` on the command line,
+    not a key of the file) starts a local cluster of N worker processes instead.
+    """
 
     concurrency: int = DEFAULT_CONCURRENCY
     part_size: int = 16 * 1024**2
     bwlimit: int | None = None
+    executor: str = "threads"
+    scheduler: str | None = None
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -1011,7 +1025,7 @@ def _read_candidates(r: _Reader, at: _At) -> tuple[CandidateConfig, ...]:
 
 
 def _read_transfer(r: _Reader, at: _At) -> TransferConfig:
-    entries = r.mapping(at, ["concurrency", "part_size", "bwlimit"])
+    entries = r.mapping(at, ["concurrency", "part_size", "bwlimit", "executor", "scheduler"])
 
     def part_size() -> int:
         size_at = entries["part_size"].value
@@ -1048,6 +1062,46 @@ def _read_transfer(r: _Reader, at: _At) -> TransferConfig:
             return None
         return r.relay(value_at, lambda: parse_bwlimit(value, value_at.path))
 
+    def executor() -> str:
+        value_at = entries["executor"].value
+        value = r.text(value_at, fix=f"write one of: {', '.join(EXECUTORS)}")
+        if value not in EXECUTORS:
+            r.fail(
+                value_at,
+                f"unknown executor {value!r}; {_close_match(value, EXECUTORS)}"
+                f"use one of: {', '.join(EXECUTORS)}",
+            )
+        if value == "dask" and importlib.util.find_spec("distributed") is None:
+            r.fail(value_at, "dask is not installed; pip install 'exitplan[dask]'")
+        return value
+
+    def scheduler() -> str:
+        value_at = entries["scheduler"].value
+        value = r.text(value_at, fix="write the scheduler's address, e.g. tcp://10.0.0.5:8786")
+        if not _SCHEDULER_RE.fullmatch(value):
+            r.fail(
+                value_at,
+                f"{value!r} is not a Dask scheduler address; write tcp://HOST:PORT, "
+                "e.g. tcp://10.0.0.5:8786",
+            )
+        return value
+
+    chosen = r.each(executor, instead=_MISSING) if "executor" in entries else "threads"
+    address = r.each(scheduler, instead=_MISSING) if "scheduler" in entries else None
+    if "scheduler" in entries and chosen == "threads":
+        r.note(
+            entries["scheduler"].value,
+            "a scheduler is only for the dask executor; add 'executor: dask', or remove it",
+            entries["scheduler"].key_node,
+        )
+        address = _MISSING
+    elif chosen == "dask" and "scheduler" not in entries:
+        r.note(
+            entries["executor"].value,
+            "the dask executor needs its scheduler; add 'scheduler: tcp://HOST:8786' under "
+            "transfer (for worker processes on this machine, pass --workers N instead)",
+        )
+        address = _MISSING
     found = TransferConfig(
         concurrency=(
             r.each(concurrency, instead=_MISSING)
@@ -1060,8 +1114,16 @@ def _read_transfer(r: _Reader, at: _At) -> TransferConfig:
             else parse_size(DEFAULT_PART_SIZE, "transfer.part_size")
         ),
         bwlimit=r.each(bwlimit, instead=_MISSING) if "bwlimit" in entries else None,
+        executor=chosen,
+        scheduler=address,
     )
-    if _MISSING in (found.concurrency, found.part_size, found.bwlimit):
+    if _MISSING in (
+        found.concurrency,
+        found.part_size,
+        found.bwlimit,
+        found.executor,
+        found.scheduler,
+    ):
         raise _Abandon
     return found
 
@@ -1500,6 +1562,8 @@ transfer:
   concurrency: {concurrency}    # parallel transfers, {low} to {high}
   part_size: {part_size}   # multipart part size, 5MiB to 5GiB
   # bwlimit: 50MiB   # bytes read per second at most; off for no limit
+  # executor: dask   # copies on a Dask cluster (pip install 'exitplan[dask]'),
+  # scheduler: tcp://10.0.0.5:8786   # at this scheduler; or --workers N locally
 """
 
 

@@ -107,6 +107,11 @@ class AwsAccount:
                 "name an existing profile or remove the key to use the default chain"
             ) from exc
 
+    @staticmethod
+    def should_retry(exc: BaseException) -> bool:
+        """This provider's retry rule (``should_retry``): what the transfer engine is given."""
+        return should_retry(exc)
+
     @property
     def home_region(self) -> str:
         return self.regions[0]

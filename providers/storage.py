@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -485,7 +486,11 @@ class S3CompatibleObjectStore(ObjectStore):
         self.port = port
         self.secure = secure
         self.bucket = container
-        self._driver = _make_s3_driver(host, port, secure, key, secret, region)
+        # libcloud keeps each request's response on the connection object
+        # (LibcloudConnection.response), so two threads sharing one driver can
+        # read each other's responses: one driver per thread.
+        self._drivers = threading.local()
+        self._make_driver = lambda: _make_s3_driver(host, port, secure, key, secret, region)
         try:
             self._bucket: Container = self._driver.get_container(container)
         except ContainerDoesNotExistError:
@@ -495,6 +500,13 @@ class S3CompatibleObjectStore(ObjectStore):
                 f"destination {name!r}: cannot reach bucket {container!r} at "
                 f"{self.describe()}: {type(exc).__name__}; check host, port and credentials"
             ) from None
+
+    @property
+    def _driver(self) -> StorageDriver:
+        driver: StorageDriver | None = getattr(self._drivers, "driver", None)
+        if driver is None:
+            driver = self._drivers.driver = self._make_driver()
+        return driver
 
     def describe(self) -> str:
         scheme = "https" if self.secure else "http"

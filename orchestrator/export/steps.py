@@ -7,13 +7,22 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from orchestrator.drill.scratch import base_name
-from orchestrator.errors import Cancelled, ExitplanError
+from orchestrator.errors import ExitplanError
 from orchestrator.events import RunWarning
-from orchestrator.export.exporters.base import ExportContext, exporter_kinds, load_exporter
+from orchestrator.export.executors.base import Executor
+from orchestrator.export.executors.spec import WorkerSpec, worker_spec
+from orchestrator.export.exporters.base import (
+    ExportContext,
+    Exporter,
+    exporter_kinds,
+    load_exporter,
+)
 from orchestrator.export.iam_policy import client_error_is_access_denied
-from orchestrator.export.manifest import publish_manifests
-from orchestrator.export.transfer import TransferEngine, TransferSettings
+from orchestrator.export.manifest import publish_manifests, shard_manifest_key
+from orchestrator.export.transfer import Destination, TransferEngine, TransferSettings
+from orchestrator.export.work import Shard, ShardOf
 from orchestrator.plan.priorities import Prioritizer, Rule
+from orchestrator.plan.schedule import work_source
 from orchestrator.run.progress import RunProgress
 from orchestrator.run.steps import RunContext, Step, StepFailed
 from orchestrator.run.undo import process_recorder
@@ -92,19 +101,33 @@ class ExportOutput:
 
 
 class ExportStep(Step[ExportOutput]):
-    """Copies every item of every kind to every destination, verified (see ``transfer``)."""
+    """Copies every item of every kind to every destination, verified (see ``transfer``).
+
+    The exporters are built in the plan's order and handed to the run's work
+    source (``orchestrator.plan.schedule.work_source``), which decides what
+    starts when; the transfer coordinator copies what it hands out, on the
+    configured executor (threads here, or a Dask cluster). With a ``shard``
+    only the items of that shard are exported.
+    """
 
     id: ClassVar[str] = "export"
     title: ClassVar[str] = "export the data to every destination, checksummed"
     output_type: ClassVar[type[Any]] = ExportOutput
     after: ClassVar[tuple[str, ...]] = ("plan",)
 
+    def __init__(self, shard: Shard | None = None) -> None:
+        self.shard = shard
+
     def inputs(self, run: RunContext) -> dict[str, Any]:
-        return {"destinations": [d.name for d in run.config.destinations]}
+        inputs: dict[str, Any] = {"destinations": [d.name for d in run.config.destinations]}
+        if self.shard is not None:
+            inputs["shard"] = str(self.shard)
+        return inputs
 
     def preview(self, run: RunContext) -> str:
         names = ", ".join(f"{d.name} ({d.driver})" for d in run.config.destinations)
-        return f"copy to {names}; verified items are skipped"
+        where = f"; shard {self.shard} of the items" if self.shard else ""
+        return f"copy to {names}; verified items are skipped{where}"
 
     def execute(self, run: RunContext) -> ExportOutput:
         config = run.config
@@ -139,46 +162,54 @@ class ExportStep(Step[ExportOutput]):
                 run.journal.update_undo,
             ),
         )
+        exporters: list[Exporter] = []
+        for entry in plan.kinds:
+            run.cancel.raise_if_set()
+            exporter = load_exporter(entry.kind)(run.source(), tier_of=prioritizer, context=context)
+            exporters.append(ShardOf(exporter, self.shard) if self.shard else exporter)
+        settings = TransferSettings(
+            concurrency=config.transfer.concurrency, bwlimit=config.transfer.bwlimit
+        )
+        executor, spec = self._executor(run, exporters, destinations, settings)
         engine = TransferEngine(
             destinations=destinations,
             journal=run.journal,
             run_id=run.run_id,
             events=run.events,
             progress=progress,
-            settings=TransferSettings(
-                concurrency=config.transfer.concurrency, bwlimit=config.transfer.bwlimit
-            ),
+            settings=settings,
             cancel=run.cancel,
+            executor=executor,
+            worker_spec=spec,
+            retry_rule=run.source().should_retry,
         )
-        outcomes: list[KindOutcome] = []
-        warnings: list[str] = []
         try:
-            for entry in plan.kinds:
-                run.cancel.raise_if_set()
-                exporter = load_exporter(entry.kind)(
-                    run.source(), tier_of=prioritizer, context=context
-                )
-                try:
-                    engine.export(exporter)
-                except Cancelled:
-                    outcomes.append(KindOutcome(entry.kind, "cancelled"))
-                    raise
-                except Exception as exc:  # one kind failing must not stop the others
-                    # A diagnosed failure (a refused call included) says all in its message.
-                    log.warning(
-                        "export of %s failed: %s", entry.kind, exc, exc_info=not _diagnosed(exc)
-                    )
-                    outcomes.append(KindOutcome(entry.kind, "failed", _plain(exc)))
-                    run.events.emit(
-                        RunWarning(message=f"export of {entry.kind} failed: {_plain(exc)}")
-                    )
-                    continue
-                for message in exporter.warnings():
-                    warnings.append(message)
-                    run.events.emit(RunWarning(message=message))
-                outcomes.append(KindOutcome(entry.kind, "done"))
+            result = engine.run(work_source(run, exporters))
         finally:
             engine.close()
+        outcomes: list[KindOutcome] = []
+        warnings: list[str] = []
+        for exporter in exporters:
+            failure = result.listing_failures.get(exporter.kind)
+            if failure is not None:  # one kind failing must not stop the others
+                # A diagnosed failure (a refused call included) says all in its message.
+                log.warning(
+                    "export of %s failed: %s",
+                    exporter.kind,
+                    failure,
+                    exc_info=(type(failure), failure, failure.__traceback__)
+                    if not _diagnosed(failure)
+                    else None,
+                )
+                outcomes.append(KindOutcome(exporter.kind, "failed", _plain(failure)))
+                run.events.emit(
+                    RunWarning(message=f"export of {exporter.kind} failed: {_plain(failure)}")
+                )
+                continue
+            for message in exporter.warnings():
+                warnings.append(message)
+                run.events.emit(RunWarning(message=message))
+            outcomes.append(KindOutcome(exporter.kind, "done"))
         items = run.journal.item_counts(run.run_id)
         output = ExportOutput(tuple(outcomes), tuple(warnings), items)
         failed_kinds = [o.kind for o in outcomes if o.status == "failed"]
@@ -195,6 +226,47 @@ class ExportStep(Step[ExportOutput]):
                 parts.append(f"{items['in-flight']} item(s) unfinished")
             raise StepFailed("; ".join(parts), output)
         return output
+
+    def _executor(
+        self,
+        run: RunContext,
+        exporters: list[Exporter],
+        destinations: list[Destination],
+        settings: TransferSettings,
+    ) -> tuple[Executor | None, WorkerSpec | None]:
+        """The executor the config asks for (None: this process's threads), and the
+        spec its workers build their source and destinations from."""
+        transfer = run.config.transfer
+        if transfer.workers is None and transfer.executor != "dask":
+            return None, None
+        from orchestrator.export.executors.dask_executor import DaskExecutor
+
+        portable = frozenset(e.kind for e in exporters if e.portable)
+        spec = None
+        if run.config.source.aws.sandbox:
+            message = (
+                "the built-in sandbox lives inside this process, out of the Dask workers' "
+                "reach: its items are copied here"
+            )
+            log.warning(message)
+            run.events.emit(RunWarning(message=message))
+        elif portable:
+            spec = worker_spec(
+                run_id=run.run_id,
+                account=run.source(),
+                destinations=destinations,
+                configs=run.config.destinations,
+                part_size=transfer.part_size,
+                settings=settings,
+                kinds=portable,
+            )
+        if spec is None:
+            return None, None
+        if transfer.workers is not None:
+            return DaskExecutor(
+                workers=transfer.workers, threads_per_worker=transfer.concurrency
+            ), spec
+        return DaskExecutor(scheduler=transfer.scheduler), spec
 
     def summary(self, output: ExportOutput) -> str:
         return f"{output.items.get('verified', 0)} item(s) verified in this run's journal"
@@ -224,10 +296,18 @@ class ManifestStep(Step[ManifestOutput]):
     output_type: ClassVar[type[Any]] = ManifestOutput
     after: ClassVar[tuple[str, ...]] = ("export",)
 
+    def __init__(self, shard: Shard | None = None) -> None:
+        #: A shard writes ``manifest/shards/K-of-N.jsonl``; ``exitplan merge`` joins them.
+        self.shard = shard
+
+    def inputs(self, run: RunContext) -> dict[str, Any]:
+        return {"shard": str(self.shard)} if self.shard is not None else {}
+
     def execute(self, run: RunContext) -> ManifestOutput:
         # A destination that cannot take its manifest (a full disk) fails the step,
         # after the others are written; the run still ends with its report.
-        outcome = publish_manifests(run.journal, run.destinations())
+        key = shard_manifest_key(self.shard.index, self.shard.count) if self.shard else None
+        outcome = publish_manifests(run.journal, run.destinations(), key=key)
         output = ManifestOutput(dict(outcome.written))
         if outcome.failed:
             raise StepFailed(outcome.summary(), output)

@@ -32,6 +32,7 @@ from orchestrator.export.exporters.base import exporter_kinds
 from orchestrator.export.exporters.rds import remove_scratch
 from orchestrator.export.steps import ExportStep, ManifestStep, PlanOutput, PlanStep
 from orchestrator.export.transfer import Destination
+from orchestrator.export.work import Shard
 from orchestrator.placement.probe import ProbeReport
 from orchestrator.placement.steps import InventoryStep, PlaceOutput, PlaceStep, ProbeStep
 from orchestrator.replay.steps import ReplayStep, VerifyServiceStep
@@ -97,6 +98,10 @@ class RunSettings:
     #: the thresholds (over 30% of a zone, any NS change).
     yes: bool = False
     force: bool = False
+    #: ``--workers N``: copies on a local Dask cluster of N worker processes.
+    workers: int | None = None
+    #: ``--shard K/N``: this run exports only shard K of N of the items.
+    shard: str | None = None
 
     @property
     def deadline_value(self) -> Deadline | None:
@@ -115,6 +120,7 @@ class SettingOverrides:
     bwlimit: int | None = None
     bwlimit_given: bool = False
     kinds: tuple[str, ...] | None = None
+    workers: int | None = None
 
 
 @dataclass
@@ -138,9 +144,15 @@ def settings_for(
     sandbox_base: Path | None = None,
     yes: bool = False,
     force: bool = False,
+    shard: Shard | None = None,
 ) -> RunSettings:
     if kinds is not None:
         check_kinds(kinds)
+    if shard is not None and command != "export":
+        raise ConfigError(
+            f"--shard: only `exitplan export` is split in shards, not {command}; run "
+            "`exitplan export --shard K/N` on each machine, then `exitplan merge`"
+        )
     return RunSettings(
         command=command,
         config_file=str(config.source_file) if config.source_file else None,
@@ -153,6 +165,8 @@ def settings_for(
         bwlimit=config.transfer.bwlimit,
         yes=yes,
         force=force,
+        workers=config.transfer.workers,
+        shard=str(shard) if shard is not None else None,
     )
 
 
@@ -169,7 +183,8 @@ def plan_for(settings: RunSettings) -> Plan:
     """The steps of a command, in order (see the module docstring); a drill's are migrate's."""
     plan_step = PlanStep(settings.kinds)
     if settings.command == "export":
-        return [plan_step, ExportStep(), ManifestStep()]
+        shard = Shard.parse(settings.shard) if settings.shard else None
+        return [plan_step, ExportStep(shard), ManifestStep(shard)]
     return [
         plan_step,
         Parallel(
@@ -640,7 +655,12 @@ def config_for(settings: RunSettings) -> Config:
         config = load_config(Path(settings.config_file))
     else:
         config = default_sandbox_config(Path(settings.sandbox_base or Path.cwd()))
-    transfer = replace(config.transfer, concurrency=settings.concurrency, bwlimit=settings.bwlimit)
+    transfer = replace(
+        config.transfer,
+        concurrency=settings.concurrency,
+        bwlimit=settings.bwlimit,
+        workers=settings.workers,
+    )
     return replace(
         config,
         workspace=Path(settings.workspace),
@@ -662,6 +682,8 @@ def resumed(run: RunRecord, overrides: SettingOverrides) -> tuple[Config, RunSet
     if overrides.kinds is not None:
         check_kinds(overrides.kinds)
         changes["kinds"] = overrides.kinds
+    if overrides.workers is not None:
+        changes["workers"] = overrides.workers
     settings = replace(settings, **changes)
     return config_for(settings), settings
 

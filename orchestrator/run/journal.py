@@ -8,7 +8,8 @@ names the source object *and its version* (S3 version id and ETag), so a
 changed source object is copied again (and its row now speaks of the new
 version) while an unchanged one never is.
 
-Item states: in-flight -> verified, or failed. Only ``verified`` means the
+Item states: in-flight -> verified, or failed; ``descoped`` when the planner
+decided not to start it (the reason is kept). Only ``verified`` means the
 bytes are at the destination, published and checked. ``unchecked`` items
 are published but the source offered no checksum to check them against;
 ``damaged`` ones were verified once and a later ``exitplan verify`` found
@@ -20,8 +21,8 @@ finished step found (the inventory, the chosen host) instead of doing it
 again. Whatever a step creates outside the workspace is written to the undo
 log the moment it exists; ``exitplan rollback`` runs that log in reverse.
 
-Writes from worker threads go through one connection under a lock, and are
-committed in small batches: a kill -9 loses at most the last batch of state
+Items are written by the transfer coordinator alone (workers report to it),
+through one connection under a lock, and are committed in small batches: a kill -9 loses at most the last batch of state
 changes, and those items are simply copied again on resume.
 """
 
@@ -162,7 +163,8 @@ CREATE TABLE IF NOT EXISTS item_records (
 #: nothing to check the bytes against (never called verified).
 #: ``damaged``: was verified, and a later ``verify`` found it missing or
 #: changed at the destination; copied again by the next resume.
-ITEM_STATES = ("in-flight", "verified", "unchecked", "failed", "damaged")
+#: ``descoped``: the planner chose not to start it (the reason is in ``error``).
+ITEM_STATES = ("in-flight", "verified", "unchecked", "failed", "damaged", "descoped")
 
 #: What each older layout needs to become this one. A journal newer than
 #: this code is refused: reading it with an older layout would misread it.
@@ -323,6 +325,9 @@ class Journal:
         self._lock = threading.RLock()
         self._pending = 0
         self._first_pending_at = 0.0
+        #: (destination, idem_key) of items with staged parts journaled: asked
+        #: for every item the coordinator starts, so kept here, not queried.
+        self._with_parts: set[tuple[str, str]] = set()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -334,6 +339,10 @@ class Journal:
             self._open_schema()
         except sqlite3.DatabaseError as exc:
             raise JournalError(self._unreadable(f"is not a readable journal ({exc})")) from None
+        self._with_parts = {
+            (row[0], row[1])
+            for row in self._db.execute("SELECT DISTINCT destination, idem_key FROM parts")
+        }
         self._db.execute("BEGIN")
 
     @property
@@ -825,6 +834,57 @@ class Journal:
 
     # -- items -------------------------------------------------------------
 
+    def item_state(self, destination: str, dest_key: str) -> tuple[str, str] | None:
+        """(idem_key, state) of what ``dest_key`` at ``destination`` holds or is
+        getting, or None when the journal has no row for it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT idem_key, state FROM items WHERE destination=? AND dest_key=?",
+                (destination, dest_key),
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def mark_descoped(
+        self,
+        run_id: str,
+        destination: str,
+        idem_key: str,
+        *,
+        kind: str,
+        dest_key: str,
+        size: int | None,
+        tier: str,
+        source: Mapping[str, Any],
+        reason: str,
+    ) -> None:
+        """The planner will not start this item in this run; ``reason`` says why.
+
+        Never replaces a stored copy of the same bytes (verified or unchecked):
+        what is saved stays saved.
+        """
+        self._write(
+            "INSERT INTO items (destination, dest_key, idem_key, kind, state, size, run_id, tier,"
+            " source, error, updated_at) VALUES (?, ?, ?, ?, 'descoped', ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (destination, dest_key) DO UPDATE SET state='descoped',"
+            " idem_key=excluded.idem_key, kind=excluded.kind, size=excluded.size,"
+            " source=excluded.source, tier=excluded.tier, sha256=NULL, source_checksum=NULL,"
+            " run_id=excluded.run_id, error=excluded.error, updated_at=excluded.updated_at"
+            " WHERE items.idem_key != excluded.idem_key"
+            " OR items.state NOT IN ('verified', 'unchecked')",
+            (
+                destination,
+                dest_key,
+                idem_key,
+                kind,
+                size,
+                run_id,
+                tier,
+                json.dumps(source, sort_keys=True),
+                reason[:2000],
+                self._now(),
+            ),
+        )
+
     def mark_in_flight(
         self,
         run_id: str,
@@ -877,6 +937,10 @@ class Journal:
 
     # -- parts of large items ----------------------------------------------
 
+    def has_parts(self, destination: str, idem_key: str) -> bool:
+        """Whether any part of the item is journaled as written at ``destination``."""
+        return (destination, idem_key) in self._with_parts
+
     def part_progress(self, destination: str, idem_key: str) -> dict[int, int]:
         """Part index -> bytes of it already written in place at ``destination``."""
         with self._lock:
@@ -901,9 +965,11 @@ class Journal:
             (destination, idem_key, part_index, done_bytes),
             durable=True,
         )
+        self._with_parts.add((destination, idem_key))
 
     def clear_parts(self, destination: str, idem_key: str) -> None:
         self._write("DELETE FROM parts WHERE destination=? AND idem_key=?", (destination, idem_key))
+        self._with_parts.discard((destination, idem_key))
 
     def mark_failed(self, destination: str, dest_key: str, idem_key: str, error: str) -> None:
         self._write(

@@ -226,6 +226,10 @@ class Exporter(ABC):
     """Turns one kind of resource into export items."""
 
     kind: ClassVar[str]
+    #: Whether a fresh instance elsewhere (a Dask worker) can open this
+    #: exporter's items from the items alone, keeping nothing between listing
+    #: and opening: only then may a distributed executor copy them.
+    portable: ClassVar[bool] = False
 
     def __init__(
         self, account: AwsAccount, *, tier_of: TierOf, context: ExportContext | None = None
@@ -273,7 +277,8 @@ class Exporter(ABC):
 
     def item_settled(self, item: ExportItem, status: str) -> None:  # noqa: B027 - optional hook
         """Told by the engine when an item is done with: ``verified``, ``skipped``
-        (already verified at every destination) or ``failed`` (retries spent).
+        (already verified at every destination), ``failed`` (retries spent) or
+        ``descoped`` (the planner will not start it).
 
         Exporters whose items depend on each other use it so that a dependent
         item never waits for one that will not be read in this run.

@@ -500,6 +500,8 @@ class S3RangedSource(RangedSource):
 
 class S3Exporter(Exporter):
     kind = "s3"
+    #: An item names its bucket, key, version and ETag: any worker can read it.
+    portable = True
 
     def list_items(self) -> Iterator[ExportItem]:
         client = self.account.client("s3")
