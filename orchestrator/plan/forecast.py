@@ -335,11 +335,11 @@ def _stages(
     replay = known("replay")
     verify = known("verify-service")
     dns = known("dns")
-    why = basis or "no drill measured it"
+    why = basis or "no drill measured it yet"
     placed_at = now + timedelta(seconds=place) if place is not None else None
     predictions = [
         StagePrediction("export", (export_finish - now).total_seconds(), export_finish, "P90"),
-        StagePrediction("place", place, placed_at, why if place is not None else "unknown: " + why),
+        StagePrediction("place", place, placed_at, why),
     ]
     service_up: datetime | None = None
     if place is not None and replay is not None:
@@ -348,11 +348,11 @@ def _stages(
         predictions.append(StagePrediction("replay", replay, replayed, why))
         service_up = replayed + timedelta(seconds=verify or 0.0)
     else:
-        predictions.append(StagePrediction("replay", replay, None, "unknown: " + why))
+        predictions.append(StagePrediction("replay", replay, None, why))
     if dns is not None and service_up is not None:
         predictions.append(StagePrediction("dns", dns, service_up + timedelta(seconds=dns), why))
     else:
-        predictions.append(StagePrediction("dns", dns, None, "unknown: " + why))
+        predictions.append(StagePrediction("dns", dns, None, why))
     return tuple(predictions), service_up
 
 

@@ -111,6 +111,14 @@ class Outlook:
         return text
 
 
+@dataclass(frozen=True)
+class ListingEnded:
+    """A kind's listing ended: every item listed, or cut short by ``error``."""
+
+    kind: str
+    error: BaseException | None = None
+
+
 @dataclass
 class _Entry:
     item: ExportItem
@@ -185,6 +193,7 @@ class DeadlineScheduler:
         self._in_flight: dict[str, _Entry] = {}
         self._held: dict[str, _Entry] = {}
         self._new_descoped: list[Descoped] = []
+        self._ends: list[ListingEnded] = []
         self._descoped_items = 0
         self._descoped_bytes = 0
         self._groups: dict[tuple[str, str], _Group] = {}
@@ -282,6 +291,12 @@ class DeadlineScheduler:
 
     # -- listing ---------------------------------------------------------------
 
+    def take_listing_ends(self) -> Sequence[ListingEnded]:
+        """Kinds whose listing ended since the last call; a failed one with its error
+        (the other kinds go on)."""
+        ends, self._ends = self._ends, []
+        return ends
+
     def _pull_listing(self, batch: int | None = None) -> None:
         """List up to ``batch`` more items, round-robin over the exporters still listing."""
         budget = batch or self.listing_batch
@@ -292,6 +307,13 @@ class DeadlineScheduler:
             except StopIteration:
                 self._listings.popleft()
                 self._listing_done(exporter.kind)
+                self._ends.append(ListingEnded(exporter.kind))
+                continue
+            except Exception as exc:  # one kind's listing failing must not stop the others
+                log.warning("listing %s failed: %s", exporter.kind, exc)
+                self._listings.popleft()
+                self._listing_done(exporter.kind)
+                self._ends.append(ListingEnded(exporter.kind, exc))
                 continue
             self._listings.rotate(-1)
             self._add(exporter, item)
@@ -742,6 +764,8 @@ class DeadlineScheduler:
             self._held.values(),
             key=lambda e: (e.rank, self.model.cost_s(e.work, pessimistic=True)),
         ):
+            if not _readmittable(entry):
+                continue
             cost = self.model.cost_s(entry.work, pessimistic=True)
             if cost > slack:
                 continue
@@ -823,3 +847,10 @@ class DeadlineScheduler:
                 self.journal.save_plan_rates(self.run_id, asdict(self.model.figures()))
         except Exception:  # the journal keeps the items; the outlook is advice
             log.warning("could not keep the scheduler's outlook in the journal", exc_info=True)
+
+
+def _readmittable(entry: _Entry) -> bool:
+    """Whether a held item may come back: not one that others depend on or that
+    depends on another (its exporter was told it is descoped, and the items it
+    pairs with were settled accordingly)."""
+    return not (entry.item.keeps_record or entry.item.depends_on or entry.followers)
