@@ -1261,15 +1261,13 @@ class Journal:
             ).fetchone()
         return None if row is None else (row[0], dict(json.loads(row[1])))
 
-    def known_sizes(self, kinds: tuple[str, ...] = ("rds", "dynamodb")) -> dict[str, int]:
-        """dest_key -> size of stored items of ``kinds`` (whose size the source
+    def known_sizes(self) -> dict[str, int]:
+        """dest_key -> size of stored RDS and DynamoDB items (whose size the source
         cannot tell before they are made): what the plan sizes them by."""
-        marks = ", ".join("?" for _ in kinds)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT dest_key, MAX(size) FROM items WHERE kind IN ({marks})"  # noqa: S608 - placeholders only
-                " AND state IN ('verified', 'unchecked') AND size IS NOT NULL GROUP BY dest_key",
-                kinds,
+                "SELECT dest_key, MAX(size) FROM items WHERE kind IN ('rds', 'dynamodb')"
+                " AND state IN ('verified', 'unchecked') AND size IS NOT NULL GROUP BY dest_key"
             ).fetchall()
         return {row[0]: int(row[1]) for row in rows}
 

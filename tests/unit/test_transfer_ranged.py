@@ -170,6 +170,7 @@ def test_a_damaged_part_is_caught_before_publishing_and_fetched_again(account, t
         "unchecked": 0,
         "failed": 0,
         "damaged": 0,
+        "descoped": 0,
     }
 
 
