@@ -320,3 +320,42 @@ def test_the_critical_tier_completes_before_every_feasible_deadline(tmp_path, wi
     assert_critical_saved_in_time(outcome, listing)
     assert_nothing_started_after_the_cutoff(outcome)
     assert_accounted_for(outcome, listing)
+
+
+def test_the_report_lists_what_was_descoped_per_tier_in_json_junit_and_html(tmp_path):
+    from orchestrator.report.html_report import render_html
+    from orchestrator.report.junit import render_junit
+    from orchestrator.report.run_report import report_from_journal
+
+    listing = mixed_listing()
+    scenario = Scenario(
+        listing,
+        Network(bandwidth=step_bandwidth(4 * MIB, 2 * MIB, 40.0)),
+        window_s=260,
+        margin_s=20,
+        calibrated_egress=4 * MIB,
+    )
+    outcome = run(tmp_path, scenario)
+    report = report_from_journal(
+        outcome.journal,
+        outcome.run_id,
+        finished_at=outcome.result.ended,
+        status="deadline-missed",
+        safety_margin=timedelta(seconds=20),
+        destinations=[{"name": "vault", "where": "simulated"}],
+        plan=[],
+        exit_code=3,
+    )
+    groups = {g.label: g for g in report.data}
+    assert set(groups) == {"s3 [critical]", "s3 [important]", "s3 [best-effort]"}
+    assert groups["s3 [critical]"].complete and not groups["s3 [critical]"].descoped
+    bulk = groups["s3 [best-effort]"]
+    assert bulk.descoped_items == len(outcome.result.descoped) > 0
+    assert bulk.saved_items + bulk.descoped_items == bulk.listed_items
+    data = report.to_dict()
+    assert data["totals"]["descoped_items"] == len(outcome.result.descoped)
+    reasons = [d["reason"] for g in data["data"] for d in g["descoped"]]
+    assert reasons and all("cutoff" in r for r in reasons)
+    junit = render_junit(report)
+    assert 'name="export s3 [best-effort] descoped"' in junit and "<skipped" in junit
+    assert "Descoped, and why" in render_html(report)
