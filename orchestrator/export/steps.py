@@ -78,6 +78,7 @@ class PlanStep(Step[PlanOutput]):
         output = self._plan(run)
         if run.deadline is None:
             return output
+        from orchestrator.errors import Cancelled
         from orchestrator.plan.runplan import plan_for_run, rates_of
 
         try:
