@@ -71,6 +71,11 @@ DEFAULT_SEEDS: dict[str, KindSeed] = {
 }
 _FALLBACK_SEED = KindSeed(setup_s=1.0, request_s=0.1)
 
+#: A measured window below this share of the egress estimate is a drop only
+#: when this many windows in a row say so.
+EGRESS_DROP_SHARE = 0.75
+EGRESS_DROP_WINDOWS = 3
+
 #: Egress assumed before anything is measured: 50 MiB/s (a cloud VM's
 #: internet egress is commonly 10-100 MiB/s), spread wide.
 DEFAULT_EGRESS_BYTES_PER_S = 50 * 1024 * 1024
@@ -91,6 +96,9 @@ class Estimate:
         self._mean = seed
         self._var = (seed * spread) ** 2
         self.samples = 0
+        #: A prior that was measured (a calibration, a drill) is blended with the
+        #: first samples; a stated default is replaced by the first one.
+        self.measured_prior = False
         self._lock = threading.Lock()
 
     @property
@@ -107,12 +115,13 @@ class Estimate:
             self._mean = value
             self._var = (value * spread) ** 2
             self.samples = 0
+            self.measured_prior = True
 
     def update(self, sample: float) -> None:
         if sample < 0 or not math.isfinite(sample):
             return
         with self._lock:
-            if self.samples == 0:
+            if self.samples == 0 and not self.measured_prior:
                 # The first measurement replaces the guess; the guess's spread
                 # stays until a second measurement says how much they vary.
                 self._var = max(self._var, (sample - self._mean) ** 2)
@@ -180,6 +189,7 @@ class CostModel:
         self.egress = Estimate(egress_bytes_per_s, spread=egress_spread)
         self._seeds = dict(DEFAULT_SEEDS if seeds is None else seeds)
         self._kinds: dict[str, KindRates] = {}
+        self._low_windows: list[float] = []
         #: Where the figures came from, for the plan's notes ("drill 2026-...", "calibration").
         self.sources: list[str] = ["defaults"]
 
@@ -257,9 +267,24 @@ class CostModel:
             rates.request_s.update(left / requests)
 
     def observe_egress(self, bytes_per_s: float) -> None:
-        """A measured aggregate byte rate over a window in which bytes were the limit."""
-        if bytes_per_s > 0:
-            self.egress.update(bytes_per_s)
+        """A measured aggregate byte rate over a window in which bytes were the limit.
+
+        A window far below the estimate counts only when the next ones agree
+        (``EGRESS_DROP_WINDOWS`` in a row): a stall while a snapshot is taken or a
+        listing pages must not descope a tier, a halved link must.
+        """
+        if bytes_per_s <= 0:
+            return
+        if bytes_per_s < EGRESS_DROP_SHARE * self.egress.mean:
+            self._low_windows.append(bytes_per_s)
+            if len(self._low_windows) < EGRESS_DROP_WINDOWS:
+                return
+            for sample in self._low_windows:
+                self.egress.update(sample)
+            self._low_windows = []
+            return
+        self._low_windows = []
+        self.egress.update(bytes_per_s)
 
     def calibrate(
         self,

@@ -51,6 +51,12 @@ from orchestrator.run.deadline import Deadline, format_duration
 
 log = logging.getLogger(__name__)
 
+#: Items at least this large move at the egress's pace, not their requests'.
+LARGE_ITEM_BYTES = 1024 * 1024
+
+#: Held work comes back only this long after the last item was held back.
+READMIT_AFTER_S = 10.0
+
 #: Verdicts of an outlook.
 ON_TRACK = "on track"
 DESCOPING = "descoping"
@@ -208,6 +214,7 @@ class DeadlineScheduler:
                 Work(row.kind, row.bytes, row.requests, row.setups),
             )
         self._last_replan = float("-inf")
+        self._last_hold_mono = float("-inf")
         self._fluid_mono = clock.monotonic()
         self._window_s = max(0.0, (self.cutoff - clock.now()).total_seconds())
         self._last_copied: tuple[float, int] | None = None
@@ -525,6 +532,7 @@ class DeadlineScheduler:
 
     def _hold(self, entry: _Entry, reason: str) -> None:
         """Descoped for now: journaled with the reason, re-admitted if rates recover."""
+        self._last_hold_mono = self.clock.monotonic()
         entry.state = "held"
         entry.reason = reason
         self._held[entry.item.dest_key] = entry
@@ -641,17 +649,11 @@ class DeadlineScheduler:
         self._last_copied = (mono, copied)
         if last is None or mono - last[0] < 0.5 or not self._in_flight:
             return
-        byte_time = sum(e.work.bytes for e in self._in_flight.values()) / self.model.egress_rate(
-            False
-        )
-        request_time = (
-            sum(
-                e.work.requests * self.model.kind(e.item.kind).request_s.mean
-                for e in self._in_flight.values()
-            )
-            / self.model.concurrency
-        )
-        if byte_time >= request_time and copied > last[1]:
+        # The flow says what the pipe carries only while large items dominate it;
+        # many small objects are bound by their requests, not by the egress.
+        held = [e.work.bytes * (1 - e.done_share) for e in self._in_flight.values()]
+        large = sum(b for b in held if b >= LARGE_ITEM_BYTES)
+        if held and large >= 0.8 * sum(held) and copied > last[1]:
             self.model.observe_egress((copied - last[1]) / (mono - last[0]))
 
     def _pending_entries(self) -> list[_Entry]:
@@ -667,11 +669,21 @@ class DeadlineScheduler:
         for rank, _items, work in self._planned.values():
             by_rank.setdefault(rank, []).append(work)
         total = self._in_flight_remaining(pessimistic)
-        critical = total
+        critical_waiting = 0.0
         for rank in sorted(by_rank):
-            total += self._cost_of(by_rank[rank], pessimistic)
+            cost = self._cost_of(by_rank[rank], pessimistic)
+            total += cost
             if rank <= self.protected_rank:
-                critical = total
+                critical_waiting += cost
+        critical = critical_waiting
+        if pessimistic:
+            critical += self._critical_finish_with(0.0)
+        else:
+            critical += sum(
+                self._remaining(e, False)
+                for e in self._in_flight.values()
+                if e.rank <= self.protected_rank
+            )
         return total, critical
 
     def _cost_of(self, works: list[Work], pessimistic: bool) -> float:
@@ -757,6 +769,8 @@ class DeadlineScheduler:
             )
 
     def _readmit_what_fits(self, now: datetime, entries: list[_Entry], total90: float) -> None:
+        if self.clock.monotonic() - self._last_hold_mono < READMIT_AFTER_S:
+            return  # rates must hold up for a while: no flapping between two plans
         window = (self.cutoff - now).total_seconds()
         slack = window - total90 - 0.1 * window
         readmitted = 0
