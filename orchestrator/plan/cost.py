@@ -246,15 +246,24 @@ class CostModel:
     # -- fitting -------------------------------------------------------------
 
     def observe_item(
-        self, kind: str, *, bytes_read: int, requests: int, seconds: float, setups: int = 0
+        self,
+        kind: str,
+        *,
+        bytes_read: int,
+        requests: int,
+        seconds: float,
+        setups: int = 0,
+        pipe_full: bool = False,
     ) -> None:
         """Fit the per-request and setup times from one finished item.
 
         The item held one slot for ``seconds``; its bytes came at its share
         of the egress (the rate over the slots), so what is left over is
-        request time and setup.
+        request time and setup. While the pipe is full (``pipe_full``: the
+        flow is at the egress, a ``--bwlimit`` say) an item's time is its wait
+        for the pipe, which says nothing of its requests: only setups are fitted.
         """
-        if seconds <= 0:
+        if seconds <= 0 or (pipe_full and not (setups and kind in SETUP_KINDS)):
             return
         rates = self.kind(kind)
         share = self.egress_rate(False) / self.concurrency

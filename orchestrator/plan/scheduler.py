@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 #: Items at least this large move at the egress's pace, not their requests'.
 LARGE_ITEM_BYTES = 1024 * 1024
 
+#: The pipe counts as full while the flow is at least this share of the egress.
+PIPE_FULL_SHARE = 0.7
+
+#: Re-plans in a row past the cutoff before work is held back.
+SLIPS_TO_DESCOPE = 2
+
 #: Held work comes back only this long after the last item was held back.
 READMIT_AFTER_S = 10.0
 
@@ -215,6 +221,10 @@ class DeadlineScheduler:
             )
         self._last_replan = float("-inf")
         self._last_hold_mono = float("-inf")
+        #: Bytes per second that flowed in the last measured window.
+        self._flow = 0.0
+        #: Re-plans in a row whose P90 finish passed the cutoff.
+        self._slipping = 0
         self._fluid_mono = clock.monotonic()
         self._window_s = max(0.0, (self.cutoff - clock.now()).total_seconds())
         self._last_copied: tuple[float, int] | None = None
@@ -288,6 +298,7 @@ class DeadlineScheduler:
                 requests=max(1, requests),
                 seconds=outcome.seconds,
                 setups=entry.work.setups,
+                pipe_full=self._flow >= PIPE_FULL_SHARE * self.model.egress_rate(False),
             )
         self._replan_if_due(self.clock.now())
 
@@ -649,6 +660,7 @@ class DeadlineScheduler:
         self._last_copied = (mono, copied)
         if last is None or mono - last[0] < 0.5 or not self._in_flight:
             return
+        self._flow = (copied - last[1]) / (mono - last[0])
         # The flow says what the pipe carries only while large items dominate it;
         # many small objects are bound by their requests, not by the egress.
         held = [e.work.bytes * (1 - e.done_share) for e in self._in_flight.values()]
@@ -702,9 +714,11 @@ class DeadlineScheduler:
         entries = self._pending_entries()
         total90, critical90 = self._projection(True, entries)
         finish90 = now + timedelta(seconds=total90)
-        if finish90 > self.cutoff:
+        # One re-plan past the cutoff may be a stall; two in a row are a trend.
+        self._slipping = self._slipping + 1 if finish90 > self.cutoff else 0
+        if self._slipping >= SLIPS_TO_DESCOPE:
             self._descope_to_fit(now, entries)
-        elif self._held:
+        elif finish90 <= self.cutoff and self._held:
             self._readmit_what_fits(now, entries, total90)
         entries = self._pending_entries()
         total50, _critical50 = self._projection(False, entries)
