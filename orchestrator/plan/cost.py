@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,25 +255,31 @@ class CostModel:
         setups: int = 0,
         pipe_full: bool = False,
     ) -> None:
-        """Fit the per-request and setup times from one finished item.
+        """Fit the setup time from one finished item of a kind with setups.
 
-        The item held one slot for ``seconds``; its bytes came at its share
-        of the egress (the rate over the slots), so what is left over is
-        request time and setup. While the pipe is full (``pipe_full``: the
-        flow is at the egress, a ``--bwlimit`` say) an item's time is its wait
-        for the pipe, which says nothing of its requests: only setups are fitted.
+        The item held one slot for ``seconds``; its bytes came at its share of
+        the egress (the rate over the slots) and its requests at the fitted
+        request time, so what is left over is its setup. Request times are fitted
+        from the flow of many items (``observe_requests``), never from one item,
+        whose time in a slot includes its wait for the pipe.
         """
-        if seconds <= 0 or (pipe_full and not (setups and kind in SETUP_KINDS)):
+        if seconds <= 0 or not (setups and kind in SETUP_KINDS):
             return
         rates = self.kind(kind)
         share = self.egress_rate(False) / self.concurrency
         left = max(0.0, seconds - bytes_read / share)
-        if setups and kind in SETUP_KINDS:
-            request_part = requests * rates.request_s.mean
-            rates.setup_s.update(max(0.0, left - request_part) / setups)
-            left = min(left, request_part)
-        if requests > 0 and (setups == 0 or kind not in SETUP_KINDS):
-            rates.request_s.update(left / requests)
+        request_part = requests * rates.request_s.mean
+        rates.setup_s.update(max(0.0, left - request_part) / setups)
+
+    def observe_requests(self, kinds: Sequence[str], *, requests: int, seconds: float) -> None:
+        """Requests that finished in ``seconds`` while the slots were busy and the pipe was
+        not full: what one request really costs a slot, everything included (the
+        source's latency, this machine's CPU, the journal), for each kind in the window."""
+        if requests <= 0 or seconds <= 0:
+            return
+        sample = self.concurrency * seconds / requests
+        for kind in kinds:
+            self.kind(kind).request_s.update(sample)
 
     def observe_egress(self, bytes_per_s: float) -> None:
         """A measured aggregate byte rate over a window in which bytes were the limit.

@@ -60,6 +60,9 @@ PIPE_FULL_SHARE = 0.7
 #: Re-plans in a row past the cutoff before work is held back.
 SLIPS_TO_DESCOPE = 2
 
+#: Requests a window needs before it says what a request costs.
+MIN_WINDOW_REQUESTS = 16
+
 #: Held work comes back only this long after the last item was held back.
 READMIT_AFTER_S = 10.0
 
@@ -225,6 +228,8 @@ class DeadlineScheduler:
         self._flow = 0.0
         #: Re-plans in a row whose P90 finish passed the cutoff.
         self._slipping = 0
+        #: (kind, requests) of the items that finished since the last measurement.
+        self._window_requests: list[tuple[str, int]] = []
         self._fluid_mono = clock.monotonic()
         self._window_s = max(0.0, (self.cutoff - clock.now()).total_seconds())
         self._last_copied: tuple[float, int] | None = None
@@ -291,6 +296,9 @@ class DeadlineScheduler:
             return
         entry.state = "done"
         if outcome.status in ("verified", "unchecked") and not entry.stored:
+            self._window_requests.append(
+                (entry.item.kind, outcome.requests if outcome.requests > 1 else entry.work.requests)
+            )
             requests = outcome.requests if outcome.requests > 1 else entry.work.requests
             self.model.observe_item(
                 entry.item.kind,
@@ -298,7 +306,6 @@ class DeadlineScheduler:
                 requests=max(1, requests),
                 seconds=outcome.seconds,
                 setups=entry.work.setups,
-                pipe_full=self._flow >= PIPE_FULL_SHARE * self.model.egress_rate(False),
             )
         self._replan_if_due(self.clock.now())
 
@@ -661,6 +668,14 @@ class DeadlineScheduler:
         if last is None or mono - last[0] < 0.5 or not self._in_flight:
             return
         self._flow = (copied - last[1]) / (mono - last[0])
+        finished, self._window_requests = self._window_requests, []
+        requests = sum(r for _k, r in finished)
+        busy = len(self._in_flight) >= self.model.concurrency or bool(self._pending_entries())
+        pipe_full = self._flow >= PIPE_FULL_SHARE * self.model.egress_rate(False)
+        if busy and not pipe_full and requests >= MIN_WINDOW_REQUESTS:
+            self.model.observe_requests(
+                sorted({k for k, _r in finished}), requests=requests, seconds=mono - last[0]
+            )
         # The flow says what the pipe carries only while large items dominate it;
         # many small objects are bound by their requests, not by the egress.
         held = [e.work.bytes * (1 - e.done_share) for e in self._in_flight.values()]
@@ -739,7 +754,8 @@ class DeadlineScheduler:
             finish_p90=now + timedelta(seconds=total90),
             verdict=verdict,
             remaining_bytes=sum(e.work.bytes for e in entries)
-            + sum(e.work.bytes for e in self._in_flight.values()),
+            + sum(int(e.work.bytes * (1 - e.done_share)) for e in self._in_flight.values())
+            + sum(w.bytes for _r, items, w in self._planned.values() if items),
             egress_p50=self.model.egress_rate(False),
             egress_p90=self.model.egress_rate(True),
             in_flight=len(self._in_flight),
@@ -765,10 +781,11 @@ class DeadlineScheduler:
             if excess <= 0:
                 break
             excess -= self.model.cost_s(entry.work, pessimistic=True)
+            # One wording per cause (the warning has the moment's numbers), so the
+            # report groups what was held back for the same reason.
             reason = (
-                f"held back: the P90 finish {finish:%H:%M:%S} passed the cutoff "
-                f"{self.cutoff:%H:%M:%S} at {self.model.describe_rates()}; re-admitted if "
-                "rates recover"
+                f"held back: the P90 finish passed the cutoff {self.cutoff:%H:%M:%S} at "
+                f"{self.model.describe_rates()}; re-admitted if rates recover"
             )
             self._hold(entry, reason)
             held += 1

@@ -67,25 +67,30 @@ def test_the_bwlimit_caps_the_egress_at_p50_and_p90():
     assert "--bwlimit" in model.describe_rates()
 
 
-def test_observed_items_fit_request_and_setup_times():
-    model = CostModel(concurrency=1, egress_bytes_per_s=10 * MIB)
+def test_request_times_come_from_the_flow_and_setups_from_items():
+    model = CostModel(concurrency=16, egress_bytes_per_s=10 * MIB)
+    # 400 requests done in 5 s on 16 slots: each held a slot for 0.2 s.
     for _ in range(10):
-        model.observe_item("s3", bytes_read=0, requests=1, seconds=0.2)
+        model.observe_requests(["s3"], requests=400, seconds=5.0)
         model.observe_item("rds", bytes_read=0, requests=1, seconds=30.0, setups=1)
     assert model.kind("s3").request_s.mean == pytest.approx(0.2, rel=0.05)
     assert model.kind("rds").setup_s.mean == pytest.approx(30.0, rel=0.1)
+    # One item's time in a slot says nothing of its requests (it may have waited for the pipe).
+    before = model.kind("s3").request_s.mean
+    model.observe_item("s3", bytes_read=0, requests=1, seconds=9.0)
+    assert model.kind("s3").request_s.mean == before
 
 
 def test_figures_round_trip_as_the_next_plans_seeds():
     measured = CostModel(concurrency=8, egress_bytes_per_s=3 * MIB)
     measured.observe_egress(5 * MIB)
-    measured.observe_item("s3", bytes_read=0, requests=1, seconds=0.04)
+    measured.observe_requests(["s3"], requests=200, seconds=1.0)
     from dataclasses import asdict
 
     seeded = CostModel(concurrency=8)
     assert seeded.seed_from(asdict(measured.figures()), "drill X")
     assert seeded.egress.mean == pytest.approx(5 * MIB)
-    assert seeded.kind("s3").request_s.mean == pytest.approx(0.04)
+    assert seeded.kind("s3").request_s.mean == pytest.approx(8 * 1.0 / 200)
     assert "drill X" in seeded.sources and "defaults" not in seeded.sources
     assert not CostModel(concurrency=1).seed_from({"nonsense": 1}, "bad")
 
