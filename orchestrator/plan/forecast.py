@@ -303,7 +303,9 @@ def _options(
             "descope tiers: leave out " + ", ".join(lower) + " (lowest first; `--only` or "
             "`priorities:`), or let the run descope them as it goes"
         )
-    if any(r.bound_by == "requests" for r in plan_rows):
+    total = sum(r.predicted_p90_s for r in plan_rows) or 1.0
+    by_requests = sum(r.predicted_p90_s for r in plan_rows if r.bound_by == "requests")
+    if by_requests >= 0.2 * total:
         options.append(
             f"more concurrency: the work is bound by request latency at --concurrency "
             f"{model.concurrency}; raise it (up to 512), or add transfer workers"
