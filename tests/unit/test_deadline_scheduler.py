@@ -366,3 +366,24 @@ def test_the_report_lists_what_was_descoped_per_tier_in_json_junit_and_html(tmp_
     junit = render_junit(report)
     assert 'name="export s3 [best-effort] descoped"' in junit and "<skipped" in junit
     assert "Descoped, and why" in render_html(report)
+
+
+def test_status_shows_the_outlook_and_what_was_descoped_and_why(tmp_path):
+    from orchestrator.cli import _outlook_text
+    from orchestrator.run.commands import run_status
+
+    listing = mixed_listing()
+    scenario = Scenario(
+        listing,
+        Network(bandwidth=step_bandwidth(4 * MIB, 2 * MIB, 40.0)),
+        window_s=260,
+        margin_s=20,
+        calibrated_egress=4 * MIB,
+    )
+    outcome = run(tmp_path, scenario)
+    view = run_status(outcome.journal, outcome.run_id, FrozenClock(outcome.result.ended))
+    assert view.outlook is not None
+    line = _outlook_text(view.outlook)
+    assert "P50" in line and "P90" in line and "cutoff 12:04:00" in line and "margin" in line
+    assert view.descoped and sum(d[3] for d in view.descoped) == len(outcome.result.descoped)
+    assert all(tier == "best-effort" and reason for _k, tier, reason, _n, _b in view.descoped)
