@@ -589,11 +589,14 @@ def prediction_errors(
     if started is not None and actual > started:
         tenth = started + (actual - started) / 10
         # The first projection a tenth of the way in that still looks ahead (one
-        # repeated from an earlier re-plan may already be behind it).
+        # repeated from an earlier re-plan may be at or behind its own moment).
+        ahead = max(1.0, 0.05 * (actual - started).total_seconds())
         during = [
             p
             for p in projections
-            if p.p50_finish is not None and tenth <= p.at <= actual and p.p50_finish > p.at
+            if p.p50_finish is not None
+            and tenth <= p.at <= actual
+            and (p.p50_finish - p.at).total_seconds() >= ahead
         ]
         if during:
             sample = during[0]
