@@ -296,10 +296,9 @@ class DeadlineScheduler:
             return
         entry.state = "done"
         if outcome.status in ("verified", "unchecked") and not entry.stored:
-            self._window_requests.append(
-                (entry.item.kind, outcome.requests if outcome.requests > 1 else entry.work.requests)
-            )
+            # A worker that did not count its requests reports one: the estimate is better.
             requests = outcome.requests if outcome.requests > 1 else entry.work.requests
+            self._window_requests.append((entry.item.kind, requests))
             self.model.observe_item(
                 entry.item.kind,
                 bytes_read=outcome.bytes_read,
