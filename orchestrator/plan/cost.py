@@ -204,6 +204,11 @@ class CostModel:
             )
         return self._kinds[kind]
 
+    @property
+    def egress_measured(self) -> bool:
+        """Whether the egress figure was measured (a drill, a run, a calibration), not assumed."""
+        return self.egress.measured_prior or self.egress.samples > 0
+
     def egress_rate(self, pessimistic: bool) -> float:
         """Bytes per second through the shared pipe (P90: the pessimistic bound)."""
         rate = self.egress.low() if pessimistic else self.egress.mean
@@ -351,7 +356,12 @@ class CostModel:
 
     def describe_rates(self) -> str:
         """One line: the egress at P50/P90 and the cap, for plans and warnings."""
-        text = f"egress {human_rate(self.egress_rate(False))} (P90 {human_rate(self.egress_rate(True))})"
+        text = (
+            f"egress {human_rate(self.egress_rate(False))} "
+            f"(P90 {human_rate(self.egress_rate(True))})"
+        )
+        if not self.egress_measured and not self.bwlimit:
+            text += " assumed, not measured"
         if self.bwlimit:
             text += f", capped at {human_rate(self.bwlimit)} by --bwlimit"
         return text

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Bytes the calibration reads from one object to time a stream (at most).
 CALIBRATION_BYTES = 8 * 1024 * 1024
+#: The smallest read that says something about a stream's bandwidth.
+CALIBRATION_MIN_BYTES = 16 * 1024
 #: Small objects GET to time a request.
 CALIBRATION_REQUESTS = 5
 #: How many streams of the calibrated rate the egress is taken to carry at
@@ -117,7 +119,7 @@ def calibrate(
     largest = objects[-1]
     budget = CALIBRATION_BYTES if not bwlimit else min(CALIBRATION_BYTES, bwlimit)
     length = min(int(largest["Size"]), budget)
-    if length >= 64 * 1024:
+    if length >= CALIBRATION_MIN_BYTES:
         started = timer()
         try:
             body = s3.get_object(
@@ -140,17 +142,18 @@ def calibrate(
         if model.egress.samples == 0 and "defaults" not in model.sources:
             # A drill measured the whole path: keep the lower of the two.
             egress = min(egress, model.egress.mean)
-    model.calibrate(
-        egress_bytes_per_s=egress,
-        request_s={"s3": request_s} if request_s is not None else None,
-        what="calibration",
-    )
     parts = []
     if request_s is not None:
         parts.append(f"S3 GET {request_s * 1000:.0f} ms")
     if stream_rate is not None:
         parts.append(f"one stream {human_rate(stream_rate)}")
-    return "calibration: " + ", ".join(parts)
+    what = "calibration: " + ", ".join(parts)
+    model.calibrate(
+        egress_bytes_per_s=egress,
+        request_s={"s3": request_s} if request_s is not None else None,
+        what=what,
+    )
+    return what
 
 
 def hashing_rate(timer: Callable[[], float] = time.perf_counter) -> float:
