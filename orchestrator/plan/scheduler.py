@@ -677,10 +677,13 @@ class DeadlineScheduler:
             )
         # The flow says what the pipe carries only while large items dominate it;
         # many small objects are bound by their requests, not by the egress.
+        # Or while the flow is near what the pipe is thought to carry: then bytes
+        # are the limit whatever the sizes, and the flow is what it carries.
         held = [e.work.bytes * (1 - e.done_share) for e in self._in_flight.values()]
         large = sum(b for b in held if b >= LARGE_ITEM_BYTES)
-        if held and large >= 0.8 * sum(held) and copied > last[1]:
-            self.model.observe_egress((copied - last[1]) / (mono - last[0]))
+        near_full = self._flow >= PIPE_FULL_SHARE * self.model.egress_rate(False)
+        if held and (large >= 0.8 * sum(held) or near_full) and copied > last[1]:
+            self.model.observe_egress(self._flow)
 
     def _pending_entries(self) -> list[_Entry]:
         entries = [e for _k, _s, e in self._heap if e.state == "pending"]
