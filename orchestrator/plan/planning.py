@@ -5,7 +5,7 @@ dry run behind ``exitplan plan``. Everything here reads; nothing is written
 to the source or the destinations. The model is seeded, in order, from the
 stated defaults, the rates the last run in this workspace measured, the last
 drill's (a drill measures the whole path, so it wins), and a short
-calibration against the source now: a few small GETs for the request time
+calibration against the source now: small GETs on parallel threads for the request time
 and one ranged GET for the bandwidth of a stream.
 """
 
@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 CALIBRATION_BYTES = 8 * 1024 * 1024
 #: The smallest read that says something about a stream's bandwidth.
 CALIBRATION_MIN_BYTES = 16 * 1024
-#: Small objects GET to time a request.
-CALIBRATION_REQUESTS = 5
+#: Small GETs each calibration thread makes to time a request.
+CALIBRATION_REQUESTS = 4
+#: Threads the calibration's GETs run on (at most the export's concurrency).
+CALIBRATION_WORKERS = 16
 #: How many streams of the calibrated rate the egress is taken to carry at
 #: P50 (its P90 is close to one): a first guess, replaced within seconds by
 #: what the run measures.
@@ -106,15 +109,25 @@ def calibrate(
     objects = sorted((o for o in listing if o.get("Size", 0) > 0), key=lambda o: o["Size"])
     if not objects:
         return None
-    latencies = []
-    for obj in objects[:CALIBRATION_REQUESTS]:
-        started = timer()
+    # Small GETs on as many threads as the export runs (up to a point): what one
+    # request holds a slot for when the source, and this machine, are busy.
+    workers = min(model.concurrency, CALIBRATION_WORKERS)
+    keys = [o["Key"] for o in objects[: max(CALIBRATION_REQUESTS, 1)]]
+
+    def one_get(key: str) -> bool:
         try:
-            s3.get_object(Bucket=buckets[0], Key=obj["Key"], Range="bytes=0-0")["Body"].read()
+            s3.get_object(Bucket=buckets[0], Key=key, Range="bytes=0-0")["Body"].read()
         except Exception as exc:
-            log.info("calibration: GET %s failed: %s", obj["Key"], exc)
-            continue
-        latencies.append(timer() - started)
+            log.info("calibration: GET %s failed: %s", key, exc)
+            return False
+        return True
+
+    wanted = [keys[i % len(keys)] for i in range(CALIBRATION_REQUESTS * workers)]
+    started = timer()
+    with ThreadPoolExecutor(workers, thread_name_prefix="exitplan-calibrate") as pool:
+        done = sum(pool.map(one_get, wanted))
+    elapsed = timer() - started
+    request_s = workers * elapsed / done if done else None
     stream_rate = None
     largest = objects[-1]
     budget = CALIBRATION_BYTES if not bwlimit else min(CALIBRATION_BYTES, bwlimit)
@@ -130,7 +143,6 @@ def calibrate(
                 stream_rate = len(body) / seconds
         except Exception as exc:
             log.info("calibration: ranged GET %s failed: %s", largest["Key"], exc)
-    request_s = sorted(latencies)[len(latencies) // 2] if latencies else None
     if request_s is None and stream_rate is None:
         return None
     egress = None
@@ -144,7 +156,7 @@ def calibrate(
             egress = min(egress, model.egress.mean)
     parts = []
     if request_s is not None:
-        parts.append(f"S3 GET {request_s * 1000:.0f} ms")
+        parts.append(f"S3 GET {request_s * 1000:.0f} ms a slot on {workers} threads")
     if stream_rate is not None:
         parts.append(f"one stream {human_rate(stream_rate)}")
     what = "calibration: " + ", ".join(parts)
