@@ -45,7 +45,7 @@ from orchestrator.events import (
     StepStarted,
 )
 from orchestrator.replay.events import ReplayStarted, ReplayStepDone
-from orchestrator.run.deadline import format_duration, parse_deadline
+from orchestrator.run.deadline import format_duration, parse_deadline, parse_duration
 
 EXIT_USAGE = 2
 
@@ -121,6 +121,16 @@ def _projection_text(event: Projection) -> str:
     left = _human_bytes(event.remaining_bytes)
     if event.projected_finish is None:
         return f"progress: {left} left at {rate}; no finish estimate yet"
+    if event.p90_finish is not None and event.cutoff is not None:
+        margin = format_duration(event.cutoff - event.p90_finish)
+        text = (
+            f"progress: {left} left at {rate}; finish P50 {event.projected_finish:%H:%M:%S}, "
+            f"P90 {event.p90_finish:%H:%M:%S}; cutoff {event.cutoff:%H:%M:%S}, margin {margin}; "
+            f"{event.verdict or ('on track' if event.will_make_it else 'LATE')}"
+        )
+        if event.descoped_items:
+            text += f"; {event.descoped_items} descoped ({_human_bytes(event.descoped_bytes)})"
+        return text
     text = f"progress: {left} left at {rate}; projected finish {event.projected_finish:%Y-%m-%d %H:%M:%S %Z}"
     if event.deadline is not None:
         verdict = "makes" if event.will_make_it else "MISSES"
@@ -154,6 +164,7 @@ class RichRenderer:
             console=self.console,
         )
         self._tasks: dict[str, Any] = {}
+        self._descoped: dict[str, int] = {}
         self._outlook = self.progress.add_task("deadline", total=None, note="", visible=False)
         self.progress.start()
 
@@ -169,6 +180,9 @@ class RichRenderer:
                 self.progress.advance(task, event.size)
                 if event.status == "unchecked":
                     self.console.print(f"[yellow]unchecked[/] {event.key}: {event.error}")
+            elif event.status == "descoped":
+                self._descoped[event.kind] = self._descoped.get(event.kind, 0) + 1
+                self.progress.update(task, note=f"{self._descoped[event.kind]} descoped")
             else:
                 self.console.print(f"[red]failed[/] {event.key}: {event.error}")
         elif isinstance(event, ExportPlanned):
@@ -218,6 +232,8 @@ def _load(args: argparse.Namespace) -> Config:
         # Each shard keeps its own journal: shards never share one by accident.
         base = overrides.get("workspace", config.workspace)
         overrides["workspace"] = Path(base) / "shards" / shard.label
+    if getattr(args, "safety_margin", None) is not None:
+        overrides["safety_margin"] = parse_duration(args.safety_margin, "--safety-margin")
     return replace(config, **overrides)
 
 
@@ -378,10 +394,16 @@ def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
         shard=_shard(args),
     )
     if dry_run:
+        from orchestrator.plan.forecast import plan_json, plan_lines
+        from orchestrator.run.commands import plan_preview
+
         previews = preview_run(config, settings, clock)
+        plan = plan_preview(config, settings, clock)
         if args.output == "json":
-            print(json.dumps(_preview_json(config, settings, previews, clock), indent=2))
-            return 0
+            document = _preview_json(config, settings, previews, clock)
+            document["plan"] = plan_json(plan)
+            print(json.dumps(document, indent=2))
+            return _plan_exit_code(plan)
         print("dry run: nothing will be copied or written")
         source = (
             "built-in sandbox (moto)"
@@ -397,8 +419,18 @@ def cmd_migrate(args: argparse.Namespace, clock: Clock) -> int:
             print(
                 f"deadline:     {deadline.isoformat()} (in {format_duration(deadline - clock.now())})"
             )
-        return 0
+        print()
+        for line in plan_lines(plan):
+            print(line)
+        return _plan_exit_code(plan)
     return _execute(args, clock, config, settings, resume_run_id=None)
+
+
+def _plan_exit_code(plan: Any) -> int:
+    """3 when even the critical tier cannot fit before the cutoff (the plan says why)."""
+    from orchestrator.plan.forecast import INFEASIBLE
+
+    return 3 if plan.verdict == INFEASIBLE else 0
 
 
 def _preview_json(
@@ -502,6 +534,20 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
         verdict = "met" if deadline["met"] else "MISSED"
         print(
             f"  deadline {deadline['at']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})"
+        )
+    for group in report["data"]:
+        for descoped in group.get("descoped", []):
+            label = group["kind"] + (f" [{group['tier']}]" if group.get("tier") else "")
+            print(
+                f"  descoped {label}: {descoped['items']} items, "
+                f"{_human_bytes(descoped['bytes'])}: {descoped['reason']}"
+            )
+    for error in report.get("prediction_errors", []):
+        ratio = error.get("error_ratio")
+        share = f" ({ratio:+.0%} of the predicted duration)" if ratio is not None else ""
+        print(
+            f"  prediction ({error['scope']}): finish {error['predicted_finish']}, actual "
+            f"{error['actual_finish']}: off by {error['error_s']:+.1f}s{share}"
         )
     for failure in report["failed"][:10]:
         print(f"  failed {failure['destination']}:{failure['key']}: {failure['error']}")
@@ -671,6 +717,11 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
         if view.margin_kept is not None
         else None,
         "undo_pending": view.undo_pending,
+        "outlook": view.outlook,
+        "descoped": [
+            {"kind": k, "tier": t, "reason": r, "items": n, "bytes": b}
+            for k, t, r, n, b in view.descoped
+        ],
         "steps": [{"name": s.step, "status": s.status, "detail": s.detail} for s in view.steps],
         "settings": to_json(view.settings),
     }
@@ -697,6 +748,8 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
                 f"  finished {run.finished_at.isoformat(timespec='seconds')}, {kept} {verdict} "
                 f"the deadline {run.deadline.isoformat()}"
             )
+        elif view.outlook is not None:
+            print(f"  deadline {run.deadline.isoformat()}: {_outlook_text(view.outlook)}")
         elif view.projected_finish is None:
             print(f"  deadline {run.deadline.isoformat()}: no throughput measured yet")
         else:
@@ -705,11 +758,23 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
                 f"  deadline {run.deadline.isoformat()}: projected finish "
                 f"{view.projected_finish.isoformat(timespec='seconds')}: {verdict}"
             )
+    for kind, tier, reason, items, nbytes in view.descoped:
+        print(f"  descoped {kind} [{tier}]: {items} items, {_human_bytes(nbytes)}: {reason}")
     if view.undo_pending:
         print(
             f"  {view.undo_pending} thing(s) created outside the workspace; `exitplan rollback {run.id}` removes them"
         )
     return 0
+
+
+def _outlook_text(outlook: dict[str, Any]) -> str:
+    """The scheduler's outlook as one line: P50/P90 finish, the cutoff, the margin, the verdict."""
+    from orchestrator.plan.scheduler import Outlook
+
+    try:
+        return Outlook.from_json(outlook).line()
+    except (TypeError, ValueError, KeyError):
+        return "outlook unreadable (written by another exitplan)"
 
 
 def cmd_rollback(args: argparse.Namespace, clock: Clock) -> int:
@@ -969,6 +1034,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--concurrency", help="parallel transfers, 1 to 512 (default from config: 16)"
         )
         p.add_argument("--bwlimit", help="cap on bytes read per second, e.g. 50MiB")
+        p.add_argument(
+            "--safety-margin",
+            metavar="DURATION",
+            help="time kept spare before the deadline, e.g. 20s, 30m (default from config)",
+        )
         p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
         p.add_argument(
             "--yes",
@@ -992,12 +1062,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser(
-        "plan", parents=[common], help="what a migrate would do, step by step; writes nothing"
+        "plan",
+        parents=[common],
+        help="what a migrate would do and whether it fits the deadline; writes nothing "
+        "(exit 3: even the critical tier cannot fit)",
     )
     p.add_argument("--deadline")
+    p.add_argument("--concurrency", help="parallel transfers the plan counts on")
+    p.add_argument("--bwlimit", help="cap on bytes read per second the plan counts on")
+    p.add_argument("--safety-margin", metavar="DURATION", help="e.g. 20s, 30m")
     p.add_argument("--only", metavar="KINDS", help="only these kinds, e.g. s3,route53")
     p.add_argument("--output", choices=("text", "json"), default="text")
-    p.set_defaults(func=cmd_migrate, dry_run=True, concurrency=None, bwlimit=None)
+    p.set_defaults(func=cmd_migrate, dry_run=True)
 
     p = sub.add_parser("resume", parents=[common], help="carry on an interrupted run")
     p.add_argument("run", nargs="?", help="run id (default: the newest)")

@@ -59,9 +59,17 @@ class Projection(Event):
 
     remaining_bytes: int
     bytes_per_second: float
+    #: The P50 finish.
     projected_finish: datetime | None
     deadline: datetime | None
     will_make_it: bool | None
+    #: The deadline planner's pessimistic finish, the cutoff it is judged
+    #: against, its verdict and what it left out so far (None/empty without one).
+    p90_finish: datetime | None = None
+    cutoff: datetime | None = None
+    verdict: str = ""
+    descoped_items: int = 0
+    descoped_bytes: int = 0
 
 
 @dataclass(frozen=True)

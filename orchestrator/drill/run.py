@@ -104,5 +104,36 @@ def keep(run: RunContext, report: RunReport) -> None:
             "bytes_verified": report.totals()["saved_bytes"],
             "status": report.status,
             "objectives": [to_json(c) for c in checks],
+            # What the next plan is seeded with: the rates the scheduler measured,
+            # and how long each later stage of the exit took.
+            "rates": run.journal.plan_rates(run.run_id),
+            "stages": stage_seconds(run),
         },
     )
+
+
+#: Steps whose durations the plan predicts (placement, replay, DNS) from the last drill.
+PREDICTED_STAGES = {
+    "place": ("probe", "place"),
+    "replay": ("replay",),
+    "verify-service": ("verify-service",),
+    "dns": ("cutover",),
+}
+
+
+def stage_seconds(run: RunContext) -> dict[str, float]:
+    """Stage -> seconds its steps took in this run (only stages that finished)."""
+    steps = {s.step: s for s in run.journal.steps(run.run_id)}
+    seconds: dict[str, float] = {}
+    for stage, names in PREDICTED_STAGES.items():
+        took = []
+        for name in names:
+            step = steps.get(name)
+            if step is None or step.status != "done":
+                continue
+            if step.started_at is None or step.finished_at is None:
+                continue
+            took.append((step.finished_at - step.started_at).total_seconds())
+        if took:
+            seconds[stage] = round(sum(took), 3)
+    return seconds

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from orchestrator.drill.scratch import base_name
@@ -21,6 +21,7 @@ from orchestrator.export.iam_policy import client_error_is_access_denied
 from orchestrator.export.manifest import publish_manifests, shard_manifest_key
 from orchestrator.export.transfer import Destination, TransferEngine, TransferSettings
 from orchestrator.export.work import Shard, ShardOf
+from orchestrator.plan.forecast import DeadlinePlan
 from orchestrator.plan.priorities import Prioritizer, Rule
 from orchestrator.plan.schedule import work_source
 from orchestrator.run.progress import RunProgress
@@ -43,16 +44,21 @@ class KindOrder:
 
 @dataclass(frozen=True)
 class PlanOutput:
-    """Which kinds are exported, most important first."""
+    """Which kinds are exported, most important first; with a deadline, the plan
+    against it (``orchestrator.plan.forecast``) and the rates it was made with."""
 
     kinds: tuple[KindOrder, ...]
+    deadline_plan: DeadlinePlan | None = None
+    rates: dict[str, Any] | None = None
 
 
 class PlanStep(Step[PlanOutput]):
-    """Orders the kinds by the config's priorities (the planner issue makes this a schedule)."""
+    """Orders the kinds by the config's priorities and, with a deadline, plans
+    against it: sizes every kind's work, calibrates, and says at once whether it
+    fits (``orchestrator.plan.runplan``)."""
 
     id: ClassVar[str] = "plan"
-    title: ClassVar[str] = "order what to save first"
+    title: ClassVar[str] = "plan what to save first against the deadline"
     output_type: ClassVar[type[Any]] = PlanOutput
 
     def __init__(self, kinds: tuple[str, ...] | None) -> None:
@@ -62,6 +68,7 @@ class PlanStep(Step[PlanOutput]):
         return {
             "kinds": self.kinds,
             "priorities": [(r.tier, dict(r.match)) for r in run.config.priorities],
+            "deadline": run.deadline.at.isoformat() if run.deadline else None,
         }
 
     def _plan(self, run: RunContext) -> PlanOutput:
@@ -78,10 +85,32 @@ class PlanStep(Step[PlanOutput]):
         return "export in this order: " + ", ".join(k.kind for k in self._plan(run).kinds)
 
     def execute(self, run: RunContext) -> PlanOutput:
-        return self._plan(run)
+        output = self._plan(run)
+        if run.deadline is None:
+            return output
+        from orchestrator.errors import Cancelled
+        from orchestrator.plan.runplan import plan_for_run, rates_of
+
+        try:
+            plan, model = plan_for_run(run, prioritizer_for(run), [k.kind for k in output.kinds])
+        except Cancelled:
+            raise
+        except Exception as exc:  # a plan is advice: the export runs without one
+            log.warning("the deadline plan could not be made: %s", exc, exc_info=True)
+            run.events.emit(
+                RunWarning(
+                    message=f"the deadline plan could not be made ({_plain(exc)}); the export "
+                    "runs in tier order and measures its rates as it goes"
+                )
+            )
+            return output
+        return replace(output, deadline_plan=plan, rates=rates_of(model))
 
     def summary(self, output: PlanOutput) -> str:
-        return " -> ".join(k.kind for k in output.kinds)
+        order = " -> ".join(k.kind for k in output.kinds)
+        if output.deadline_plan is None:
+            return order
+        return f"{order}; {output.deadline_plan.summary()}"
 
 
 @dataclass(frozen=True)

@@ -1080,15 +1080,13 @@ class _CoordinatorRun:
         return pulled
 
     def _take_notices(self) -> None:
-        ends = getattr(self.source, "take_listing_ends", None)
-        if callable(ends):
-            for end in ends():
-                if end.kind not in self.result.kinds:
-                    self.result.kinds.append(end.kind)
-                if end.error is not None:
-                    self.result.listing_failures[end.kind] = end.error
-                elif not self.cancel.is_set():
-                    self.progress.listing_done(end.kind)
+        for end in self.source.take_listing_ends():
+            if end.kind not in self.result.kinds:
+                self.result.kinds.append(end.kind)
+            if end.error is not None:
+                self.result.listing_failures[end.kind] = end.error
+            elif not self.cancel.is_set():
+                self.progress.listing_done(end.kind)
         for descoped in self.source.take_descoped():
             self._descope(descoped.item, descoped.reason)
 

@@ -44,7 +44,7 @@ class ReportRecorder:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Projection):
-            self.record_projection(event.projected_finish, None, event.remaining_bytes)
+            self.record_projection(event.projected_finish, event.p90_finish, event.remaining_bytes)
         elif isinstance(event, ItemFinished) and event.status == "verified":
             self._add_bytes(event.kind, event.size)
         elif isinstance(event, RunWarning):

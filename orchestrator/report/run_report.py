@@ -26,6 +26,7 @@ from orchestrator.report.model import (
     ChosenHost,
     DataGroup,
     Deadline,
+    Descoped,
     DestinationInfo,
     DnsStep,
     FailedItem,
@@ -55,15 +56,16 @@ def report_from_journal(
 ) -> RunReport:
     """What the journal knows of ``run_id``: steps, per-kind counts, failures, the deadline.
 
-    The journal counts per kind, not per tier, so each kind is one data
-    group with ``tier`` None. Parts the journal does not hold (projections,
+    A run the deadline scheduler listed has one data group per kind and tier,
+    with what was descoped and why (``data_groups_by_tier``); otherwise each
+    kind is one data group with ``tier`` None. Parts the journal does not hold (projections,
     placement, replay, DNS, drill figures) are left empty for the runner to
     add with ``dataclasses.replace``.
     """
     run = journal.get_run(run_id)
     assert run is not None, f"run {run_id} is not in the journal"
     unchecked = journal.unchecked_by_kind(run_id)
-    data = tuple(
+    data = data_groups_by_tier(journal, run_id) or tuple(
         DataGroup(
             kind=p.kind,
             tier=None,
@@ -118,6 +120,50 @@ def report_from_journal(
             for d, k, w in journal.unchecked_items(run_id)
         ),
     )
+
+
+def data_groups_by_tier(journal: Journal, run_id: str) -> tuple[DataGroup, ...]:
+    """Per kind and tier, from what the scheduler listed and the items' states;
+    empty when the run had no scheduler (no deadline)."""
+    listed = journal.plan_groups(run_id)
+    if not listed:
+        return ()
+    states = journal.item_groups(run_id)
+    descoped: dict[tuple[str, str], list[Descoped]] = {}
+    for kind, tier, reason, items, nbytes in journal.descoped_groups(run_id):
+        descoped.setdefault((kind, tier), []).append(Descoped(reason, items, nbytes))
+    copied = {p.kind: p.copied_bytes for p in journal.progress(run_id)}
+    verified_by_kind: dict[str, int] = {}
+    for (kind, _tier, state), (_items, nbytes) in states.items():
+        if state == "verified":
+            verified_by_kind[kind] = verified_by_kind.get(kind, 0) + nbytes
+    groups = []
+    for kind, tier, items, nbytes, skipped_items, skipped_bytes, listing_done in listed:
+        verified = states.get((kind, tier, "verified"), (0, 0))
+        failed = states.get((kind, tier, "failed"), (0, 0))
+        unchecked = states.get((kind, tier, "unchecked"), (0, 0))
+        share = verified[1] / verified_by_kind[kind] if verified_by_kind.get(kind) else 0.0
+        groups.append(
+            DataGroup(
+                kind=kind,
+                tier=tier or None,
+                listing_done=listing_done,
+                listed_items=items,
+                listed_bytes=nbytes,
+                verified_items=verified[0],
+                verified_bytes=verified[1],
+                already_verified_items=skipped_items,
+                already_verified_bytes=skipped_bytes,
+                # The journal counts bytes on the wire per kind: shared by what each tier saved.
+                transferred_bytes=int(copied.get(kind, 0) * share),
+                failed_items=failed[0],
+                failed_bytes=failed[1],
+                unchecked_items=unchecked[0],
+                unchecked_bytes=unchecked[1],
+                descoped=tuple(descoped.get((kind, tier), ())),
+            )
+        )
+    return tuple(groups)
 
 
 def service_for_report(outputs: Mapping[str, Any]) -> Service | None:

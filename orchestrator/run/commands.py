@@ -36,7 +36,14 @@ from orchestrator.export.work import Shard
 from orchestrator.placement.probe import ProbeReport
 from orchestrator.placement.steps import InventoryStep, PlaceOutput, PlaceStep, ProbeStep
 from orchestrator.replay.steps import ReplayStep, VerifyServiceStep
-from orchestrator.report.model import CleanupOutcome, Objectives, RunReport, TrendPoint
+from orchestrator.report.model import (
+    CleanupOutcome,
+    Objectives,
+    PredictionError,
+    ProjectionSample,
+    RunReport,
+    TrendPoint,
+)
 from orchestrator.report.recorder import ReportRecorder
 from orchestrator.report.run_report import (
     dns_for_report,
@@ -381,6 +388,49 @@ def preview_run(
     return Runner(run, plan_for(settings)).preview()
 
 
+def plan_preview(config: Config, settings: RunSettings, clock: Clock | None = None) -> Any:
+    """The deadline plan a run would start with (``orchestrator.plan.forecast``): sizes
+    every kind's work from the source, calibrates, plans against the deadline.
+
+    Reads the source and the workspace's journal (for the last drill's and run's
+    rates) if there is one; writes nothing. Returns a ``DeadlinePlan``.
+    """
+    from orchestrator.export.steps import prioritizer_for
+    from orchestrator.plan.planning import make_plan
+
+    clock = clock or SystemClock()
+    path = Path(config.workspace) / "journal.sqlite"
+    journal = Journal(path, clock=clock) if path.is_file() else None
+    try:
+        run = RunContext(
+            config=config,
+            run_id="(dry run)",
+            journal=None,  # type: ignore[arg-type]  # only the priorities are read
+            events=EventBus(),
+            clock=clock,
+            cancel=CancelToken(),
+            deadline=settings.deadline_value,
+            directory=Path(config.workspace),
+        )
+        kinds = prioritizer_for(run).order_kinds(list(settings.kinds or exporter_kinds()))
+        with open_source(config) as account:
+            plan, _model = make_plan(
+                account=account,
+                prioritizer=prioritizer_for(run),
+                kinds=kinds,
+                part_size=config.transfer.part_size,
+                concurrency=config.transfer.concurrency,
+                bwlimit=config.transfer.bwlimit,
+                deadline=settings.deadline_value,
+                clock=clock,
+                journal=journal,
+            )
+        return plan
+    finally:
+        if journal is not None:
+            journal.close()
+
+
 # -- running -------------------------------------------------------------------
 
 
@@ -421,7 +471,8 @@ def execute_run(
         handler = logging.FileHandler(run.directory / "exitplan.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
-        recorder = ReportRecorder(clock)
+        # A sample a second: short exports still get their "10% in" prediction graded.
+        recorder = ReportRecorder(clock, interval_s=1.0)
         events.subscribe(recorder)
         watchdog = Watchdog(run.deadline, clock, cancel).start() if run.deadline else None
         try:
@@ -503,6 +554,9 @@ def _finish(
         status, code = "deadline-missed", EXIT_DEADLINE_MISSED
     elif run.cancel.is_set():
         status, code = "interrupted", EXIT_INTERRUPTED
+    elif counts.get("descoped"):
+        # The planner left work out to meet the deadline: the report says what and why.
+        status, code = "deadline-missed", EXIT_DEADLINE_MISSED
     elif failed_steps or counts["failed"] or counts["in-flight"]:
         status, code = "failed", EXIT_FAILED
     else:
@@ -535,6 +589,7 @@ def _finish(
         dns=dns_for_report(run.outputs),
         replay=replay_steps_for_report(run.journal, run.run_id),
         projections=recorder.projections(),
+        prediction_errors=prediction_errors(run, plan, recorder.projections()),
         throughput=recorder.throughput(),
         warnings=recorder.warnings(),
         stopped_by=run.cancel.describe() if run.cancel.is_set() else None,
@@ -548,6 +603,57 @@ def _finish(
         run.journal.finish_run(run.run_id, status)
     files = write_reports(run.directory, report)
     return RunOutcome(run.run_id, status, code, report.to_dict(), files.json)
+
+
+def prediction_errors(
+    run: RunContext, plan: Any, projections: tuple[ProjectionSample, ...]
+) -> tuple[PredictionError, ...]:
+    """How far the planner was from the export's actual finish: the plan made before
+    anything ran, and the projection made a tenth of the way in (after calibration
+    and the first measurements). Empty when the run had no deadline plan or the
+    export did not finish."""
+    deadline_plan = getattr(plan, "deadline_plan", None)
+    export = run.journal.step(run.run_id, "export")
+    if deadline_plan is None or export is None or export.finished_at is None:
+        return ()
+    if export.status not in ("done", "failed"):
+        return ()
+    actual = export.finished_at
+    errors = [
+        PredictionError(
+            scope="export: the plan",
+            predicted_at=deadline_plan.made_at,
+            predicted_finish=deadline_plan.finish_p50,
+            actual_finish=actual,
+            predicted_finish_p90=deadline_plan.finish_p90,
+        )
+    ]
+    started = export.started_at
+    if started is not None and actual > started:
+        tenth = started + (actual - started) / 10
+        # The first projection a tenth of the way in that still looks ahead (one
+        # repeated from an earlier re-plan may be at or behind its own moment).
+        ahead = max(1.0, 0.05 * (actual - started).total_seconds())
+        during = [
+            p
+            for p in projections
+            if p.p50_finish is not None
+            and tenth <= p.at <= actual
+            and (p.p50_finish - p.at).total_seconds() >= ahead
+        ]
+        if during:
+            sample = during[0]
+            assert sample.p50_finish is not None
+            errors.append(
+                PredictionError(
+                    scope="export: 10% in",
+                    predicted_at=sample.at,
+                    predicted_finish=sample.p50_finish,
+                    actual_finish=actual,
+                    predicted_finish_p90=sample.p90_finish,
+                )
+            )
+    return tuple(errors)
 
 
 def _judge_drill(
@@ -720,6 +826,11 @@ class StatusView:
     remaining_bytes: int
     #: For a finished run: the margin it kept before the deadline (negative: missed).
     margin_kept: timedelta | None
+    #: The deadline scheduler's latest outlook (P50/P90 finish, cutoff, margin,
+    #: verdict; ``orchestrator.plan.scheduler.Outlook`` as JSON), if the run has one.
+    outlook: dict[str, Any] | None = None
+    #: (kind, tier, reason, items, bytes) of what the planner left out.
+    descoped: tuple[tuple[str, str, str, int, int], ...] = ()
 
 
 def run_status(journal: Journal, run_id: str | None, clock: Clock) -> StatusView:
@@ -753,6 +864,8 @@ def run_status(journal: Journal, run_id: str | None, clock: Clock) -> StatusView
         bytes_per_second=outlook.bytes_per_second,
         remaining_bytes=outlook.remaining_bytes,
         margin_kept=margin,
+        outlook=journal.plan_outlook(run.id),
+        descoped=tuple(journal.descoped_groups(run.id)),
     )
 
 

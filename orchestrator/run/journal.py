@@ -159,12 +159,45 @@ CREATE TABLE IF NOT EXISTS item_records (
 );
 """
 
+# -- the planner's block (issue 11): what the deadline scheduler keeps ---------
+# Per run, what it listed per kind and tier (the report's data groups, which
+# the per-kind ``progress`` rows cannot split), and the rates it measured
+# (the next plan's seeds). Written from the coordinator's thread only.
+_SCHEMA += """
+CREATE TABLE IF NOT EXISTS plan_groups (
+    run_id        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    tier          TEXT NOT NULL,
+    listed_items  INTEGER NOT NULL DEFAULT 0,
+    listed_bytes  INTEGER NOT NULL DEFAULT 0,
+    skipped_items INTEGER NOT NULL DEFAULT 0,
+    skipped_bytes INTEGER NOT NULL DEFAULT 0,
+    listing_done  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, kind, tier)
+);
+CREATE TABLE IF NOT EXISTS plan_outlook (
+    run_id        TEXT PRIMARY KEY,
+    outlook       TEXT NOT NULL      -- JSON: orchestrator.plan.scheduler.Outlook, the latest
+);
+CREATE TABLE IF NOT EXISTS plan_rates (
+    run_id        TEXT PRIMARY KEY,
+    measured_at   TEXT NOT NULL,
+    figures       TEXT NOT NULL      -- JSON: orchestrator.plan.cost.RateFigures
+);
+"""
+
 #: ``unchecked``: stored and its sha256 recorded, but the source offered
 #: nothing to check the bytes against (never called verified).
 #: ``damaged``: was verified, and a later ``verify`` found it missing or
 #: changed at the destination; copied again by the next resume.
-#: ``descoped``: the planner chose not to start it (the reason is in ``error``).
+#: ``descoped``: the planner left it out on purpose (the reason is in ``error``);
+#: it may be re-admitted later in the run, and a later run tries it again.
 ITEM_STATES = ("in-flight", "verified", "unchecked", "failed", "damaged", "descoped")
+#: An item's state over all its destinations is the least advanced one.
+_STATE_RANK = {
+    s: i
+    for i, s in enumerate(("failed", "in-flight", "descoped", "damaged", "unchecked", "verified"))
+}
 
 #: What each older layout needs to become this one. A journal newer than
 #: this code is refused: reading it with an older layout would misread it.
@@ -1142,3 +1175,132 @@ class Journal:
                 )
         finally:
             reader.close()
+
+    # -- the planner's block (issue 11) ---------------------------------------
+
+    def descoped_groups(self, run_id: str) -> list[tuple[str, str, str, int, int]]:
+        """(kind, tier, reason, items, bytes) of the run's descoped items; an item
+        meant for several destinations counts once."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, tier, COALESCE(error, ''), COUNT(*), COALESCE(SUM(size), 0) FROM"
+                " (SELECT kind, tier, error, dest_key, MAX(COALESCE(size, 0)) AS size FROM items"
+                "  WHERE run_id=? AND state='descoped' GROUP BY kind, tier, error, dest_key)"
+                " GROUP BY kind, tier, error ORDER BY kind, tier, error",
+                (run_id,),
+            ).fetchall()
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    def item_groups(self, run_id: str) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """(kind, tier, state) -> (items, bytes) of the run's items, each counted once,
+        at its least advanced destination (failed anywhere counts as failed)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, tier, dest_key, state, COALESCE(size, 0) FROM items WHERE run_id=?",
+                (run_id,),
+            ).fetchall()
+        worst: dict[tuple[str, str, str], tuple[int, int]] = {}
+        for kind, tier, dest_key, state, size in rows:
+            rank = _STATE_RANK.get(state, len(_STATE_RANK))
+            key = (kind, tier, dest_key)
+            if key not in worst or rank < worst[key][0]:
+                worst[key] = (rank, max(int(size), worst.get(key, (0, 0))[1]))
+        groups: dict[tuple[str, str, str], tuple[int, int]] = {}
+        states = list(_STATE_RANK)
+        for (kind, tier, _key), (rank, size) in worst.items():
+            state = states[rank] if rank < len(states) else "verified"
+            items, nbytes = groups.get((kind, tier, state), (0, 0))
+            groups[(kind, tier, state)] = (items + 1, nbytes + size)
+        return groups
+
+    def save_plan_group(
+        self,
+        run_id: str,
+        kind: str,
+        tier: str,
+        *,
+        listed_items: int,
+        listed_bytes: int,
+        skipped_items: int,
+        skipped_bytes: int,
+        listing_done: bool,
+    ) -> None:
+        self._write(
+            "INSERT INTO plan_groups (run_id, kind, tier, listed_items, listed_bytes,"
+            " skipped_items, skipped_bytes, listing_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id, kind, tier) DO UPDATE SET listed_items=excluded.listed_items,"
+            " listed_bytes=excluded.listed_bytes, skipped_items=excluded.skipped_items,"
+            " skipped_bytes=excluded.skipped_bytes, listing_done=excluded.listing_done",
+            (
+                run_id,
+                kind,
+                tier,
+                listed_items,
+                listed_bytes,
+                skipped_items,
+                skipped_bytes,
+                int(listing_done),
+            ),
+        )
+
+    def plan_groups(self, run_id: str) -> list[tuple[str, str, int, int, int, int, bool]]:
+        """(kind, tier, listed items, listed bytes, skipped items, skipped bytes, listing
+        done) per kind and tier, as the scheduler listed them; empty without one."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, tier, listed_items, listed_bytes, skipped_items, skipped_bytes,"
+                " listing_done FROM plan_groups WHERE run_id=? ORDER BY rowid",
+                (run_id,),
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+    def save_plan_rates(self, run_id: str, figures: Mapping[str, Any]) -> None:
+        """The rates a run measured: the next plan's seeds. Durable."""
+        self._write(
+            "INSERT INTO plan_rates (run_id, measured_at, figures) VALUES (?, ?, ?)"
+            " ON CONFLICT (run_id) DO UPDATE SET measured_at=excluded.measured_at,"
+            " figures=excluded.figures",
+            (run_id, self._now(), json.dumps(figures, sort_keys=True)),
+            durable=True,
+        )
+
+    def plan_rates(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT figures FROM plan_rates WHERE run_id=?", (run_id,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def latest_plan_rates(self) -> tuple[str, dict[str, Any]] | None:
+        """(run id, figures) of the newest run that measured rates."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT run_id, figures FROM plan_rates ORDER BY measured_at DESC, run_id DESC"
+                " LIMIT 1"
+            ).fetchone()
+        return None if row is None else (row[0], dict(json.loads(row[1])))
+
+    def known_sizes(self) -> dict[str, int]:
+        """dest_key -> size of stored RDS and DynamoDB items (whose size the source
+        cannot tell before they are made): what the plan sizes them by."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT dest_key, MAX(size) FROM items WHERE kind IN ('rds', 'dynamodb')"
+                " AND state IN ('verified', 'unchecked') AND size IS NOT NULL GROUP BY dest_key"
+            ).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def save_plan_outlook(self, run_id: str, outlook: Mapping[str, Any]) -> None:
+        """The scheduler's latest projection (P50/P90, margin, verdict): what `status` shows."""
+        self._write(
+            "INSERT INTO plan_outlook (run_id, outlook) VALUES (?, ?)"
+            " ON CONFLICT (run_id) DO UPDATE SET outlook=excluded.outlook",
+            (run_id, json.dumps(outlook, sort_keys=True)),
+        )
+
+    def plan_outlook(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT outlook FROM plan_outlook WHERE run_id=?", (run_id,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
