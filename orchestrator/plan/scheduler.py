@@ -627,11 +627,49 @@ class DeadlineScheduler:
             return self._start(entry, now)
         if self._in_flight:
             return Wait.WAIT
+        if self._fill_idle_pipe(now):
+            return self._start(self._ready.popleft(), now)
         for entry in list(self._held.values()):
             self._descope(entry, entry.reason)
         self._finished = True
         self._save(now, final=True)
         return None
+
+    def _fill_idle_pipe(self, now: datetime) -> bool:
+        """Nothing runs, nothing else waits, and the cutoff is ahead: start the held
+        items that fit the time left at the rates measured so far (P50), the most
+        important and cheapest first. An idle pipe saves nothing, and with nothing
+        beside them the pessimistic bound that held them back no longer applies.
+        True when some were re-admitted (they are in ``_ready``)."""
+        if not self._held or now >= self.cutoff:
+            return False
+        # A tenth of the time left stays spare, as in a re-admission after a re-plan.
+        slack = 0.9 * (self.cutoff - now).total_seconds()
+        readmitted = []
+        for entry in sorted(
+            self._held.values(),
+            key=lambda e: (e.rank, self.model.cost_s(e.work, pessimistic=False)),
+        ):
+            if not _readmittable(entry):
+                continue
+            cost = self.model.cost_s(entry.work, pessimistic=False)
+            if cost > slack:
+                continue
+            slack -= cost
+            readmitted.append(entry)
+        for entry in readmitted:
+            self._readmit(entry)
+            entry.state = "ready"  # its heap entry is skipped: it starts from here
+            self._ready.append(entry)
+        if readmitted:
+            self.events.emit(
+                RunWarning(
+                    message=f"re-admitting {len(readmitted)} descoped item(s): nothing else is "
+                    f"running and they fit before the cutoff {self.cutoff:%H:%M:%S} at the "
+                    f"measured rates ({self.model.describe_rates()})"
+                )
+            )
+        return bool(readmitted)
 
     # -- re-planning ---------------------------------------------------------------
 

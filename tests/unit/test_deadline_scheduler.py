@@ -252,6 +252,30 @@ def test_slowdown_throttling_descopes_what_no_longer_fits_and_readmits_after(tmp
     assert all(i.tier != "critical" for i in listing if i.dest_key in outcome.result.descoped)
 
 
+def test_held_work_is_started_when_the_pipe_goes_idle_before_the_cutoff(tmp_path):
+    # A deep dip (0.25 MiB/s from 30 s to 50 s) drags the pessimistic bound down, so
+    # the bulk is held; when the rest is done the pipe is idle with two minutes left.
+    # What fits that time at the measured rate is started, not left behind.
+    listing = mixed_listing()
+    full = 4 * MIB
+    scenario = Scenario(
+        listing,
+        Network(bandwidth=lambda t: full if t < 30 or t > 50 else 0.25 * MIB),
+        window_s=180,
+        margin_s=20,
+        calibrated_egress=full,
+    )
+    outcome = run(tmp_path, scenario)
+    assert_critical_saved_in_time(outcome, listing)
+    assert_nothing_started_after_the_cutoff(outcome)
+    assert_accounted_for(outcome, listing)
+    left_s = (outcome.deadline.cutoff - outcome.result.ended).total_seconds()
+    descoped_bytes = sum(i.size or 0 for i in listing if i.dest_key in outcome.result.descoped)
+    assert left_s < 0.1 * scenario.window_s, f"idle for {left_s:.0f} s before the cutoff"
+    assert descoped_bytes > left_s * full  # what is left behind would not have fit
+    assert first_warning(outcome, "nothing else is running") is not None
+
+
 def test_infeasible_from_the_start_is_flagged_at_once_with_the_numbers(tmp_path):
     # The critical tier alone is 400 MiB; at 1 MiB/s a 5-minute window cannot carry it.
     listing = items("crit", 50, 8 * MIB) + items("media", 40, 1 * MIB)
