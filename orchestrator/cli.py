@@ -26,6 +26,7 @@ import botocore.exceptions
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import (
+    DEFAULT_SAFETY_MARGIN,
     Config,
     default_sandbox_config,
     load_config,
@@ -292,7 +293,19 @@ def _deadline(
                 "--deadline 2021-01-10T23:59-08:00) or set `deadline:` in the config"
             )
         return None
-    return parse_deadline(text, clock.now(), name=name)
+    now = clock.now()
+    at = parse_deadline(text, now, name=name)
+    left = at - now
+    if left <= config.safety_margin:
+        # The cutoff (deadline less margin) has passed already: nothing would start.
+        suggestion = format_duration(max(timedelta(seconds=1), left / 10))
+        raise ConfigError(
+            f"{name} {text!r} is {format_duration(left)} away, no more than the safety margin "
+            f"({format_duration(config.safety_margin)}, from --safety-margin or `safety_margin:` "
+            f"in the config, default {DEFAULT_SAFETY_MARGIN}): no work would start. Give a "
+            f"later deadline or a smaller margin, e.g. --safety-margin {suggestion}"
+        )
+    return at
 
 
 def _kinds(text: str | None) -> tuple[str, ...] | None:
@@ -531,17 +544,33 @@ def _print_summary(report: dict[str, Any], path: Path) -> None:
             print(f"  names: {step['detail']}")
     deadline = report["deadline"]
     if deadline:
-        verdict = "met" if deadline["met"] else "MISSED"
+        if deadline["met"]:
+            verdict = "met"
+        elif (deadline.get("margin_left_s") or 0) > 0:
+            verdict = "met, but inside the safety margin"
+        else:
+            verdict = "MISSED"
         print(
-            f"  deadline {deadline['at']}: {verdict}, margin left {deadline['margin_left']} (safety margin {deadline['safety_margin']})"
+            f"  deadline {deadline['at']}: {verdict}, margin left {deadline['margin_left']} "
+            f"(safety margin {deadline['safety_margin']})"
         )
     for group in report["data"]:
-        for descoped in group.get("descoped", []):
-            label = group["kind"] + (f" [{group['tier']}]" if group.get("tier") else "")
+        reasons = group.get("descoped", [])
+        if not reasons:
+            continue
+        # Reasons carry each item's figures: the largest few say why, report.json has all.
+        reasons = sorted(reasons, key=lambda d: -d["bytes"])
+        label = group["kind"] + (f" [{group['tier']}]" if group.get("tier") else "")
+        items = sum(d["items"] for d in reasons)
+        nbytes = sum(d["bytes"] for d in reasons)
+        print(f"  descoped {label}: {items} items, {_human_bytes(nbytes)}:")
+        for descoped in reasons[:SHOWN_REASONS]:
             print(
-                f"  descoped {label}: {descoped['items']} items, "
-                f"{_human_bytes(descoped['bytes'])}: {descoped['reason']}"
+                f"    {descoped['items']} items, {_human_bytes(descoped['bytes'])}: "
+                f"{descoped['reason']}"
             )
+        if len(reasons) > SHOWN_REASONS:
+            print(f"    and {len(reasons) - SHOWN_REASONS} more reasons (report.json lists them)")
     for error in report.get("prediction_errors", []):
         ratio = error.get("error_ratio")
         share = f" ({ratio:+.0%} of the predicted duration)" if ratio is not None else ""
@@ -995,6 +1024,9 @@ def cmd_iam_policy(args: argparse.Namespace, clock: Clock) -> int:
 
 # -- the parser ------------------------------------------------------------
 
+
+#: Descoping reasons printed per kind and tier at the end of a run.
+SHOWN_REASONS = 3
 
 _WORKERS_HELP = "copy on a local Dask cluster of N worker processes (pip install 'exitplan[dask]')"
 

@@ -75,6 +75,8 @@ _FALLBACK_SEED = KindSeed(setup_s=1.0, request_s=0.1)
 #: when this many windows in a row say so.
 EGRESS_DROP_SHARE = 0.75
 EGRESS_DROP_WINDOWS = 3
+#: A flow at this share of ``--bwlimit`` or more is the cap's doing, not the pipe's.
+CAPPED_SHARE = 0.8
 
 #: Egress assumed before anything is measured: 50 MiB/s (a cloud VM's
 #: internet egress is commonly 10-100 MiB/s), spread wide.
@@ -294,6 +296,13 @@ class CostModel:
         listing pages must not descope a tier, a halved link must.
         """
         if bytes_per_s <= 0:
+            return
+        if self.bwlimit and bytes_per_s >= CAPPED_SHARE * self.bwlimit:
+            # The cap set this flow, not the pipe: the pipe carries at least this
+            # much, and the rate used is the cap already. Taken as a measurement it
+            # would drag a faster pipe's estimate down to the cap, and its spread
+            # (the P90 bound) far below it.
+            self._low_windows = []
             return
         if bytes_per_s < EGRESS_DROP_SHARE * self.egress.mean:
             self._low_windows.append(bytes_per_s)

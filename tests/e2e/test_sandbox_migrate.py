@@ -244,19 +244,43 @@ def test_rollback_stops_the_service_and_removes_what_the_replay_made(migrated):
 
 def test_the_deadline_stops_migrate_with_exit_3_and_a_report_of_what_was_left(tmp_path):
     # 70 MiB of S3 at 256 KiB/s needs over four minutes; the deadline is a minute away.
-    # Route53 is critical and first: it is saved; S3 is cut off where the deadline fell.
+    # Route53 is critical and first: it is saved; of S3, what cannot finish by the
+    # cutoff is descoped with its reason, or stopped where the deadline fell.
     result = exitplan(
-        tmp_path, "migrate", "--deadline", "+60s", "--only", "route53,s3", "--bwlimit", "256KiB"
+        tmp_path,
+        "migrate",
+        "--deadline",
+        "+60s",
+        "--safety-margin",
+        "5s",
+        "--only",
+        "route53,s3",
+        "--bwlimit",
+        "256KiB",
     )
     assert result.returncode == 3, result.stderr[-3000:]
-    assert "MISSED" in result.stdout
+    assert "descoped s3" in result.stdout
     report = json.loads(next((tmp_path / ".exitplan" / "runs").glob("*/report.json")).read_text())
     assert report["status"] == "deadline-missed"
-    assert report["stopped_by"] == "the deadline passed"
     kinds = {k["kind"]: k for k in report["kinds"]}
     assert kinds["route53"]["complete"]
     assert not kinds["s3"]["complete"]
-    assert (
-        kinds["s3"]["saved_items"] < kinds["s3"]["listed_items"] or not kinds["s3"]["listed_items"]
+    left = kinds["s3"]["listed_items"] - kinds["s3"]["saved_items"]
+    descoped = sum(
+        d["items"] for g in report["data"] if g["kind"] == "s3" for d in g.get("descoped", [])
     )
-    assert {step["name"]: step["status"] for step in report["steps"]}["export"] == "cancelled"
+    export = {step["name"]: step["status"] for step in report["steps"]}["export"]
+    if export == "cancelled":  # the deadline stopped what ran past it
+        assert report["stopped_by"] == "the deadline passed"
+        assert 0 < descoped <= left
+    else:  # everything started ended in time: what was left was descoped, with reasons
+        assert export == "done" and descoped == left > 0
+    assert all(d["reason"] for g in report["data"] for d in g.get("descoped", []))
+
+
+def test_a_deadline_closer_than_the_safety_margin_is_refused_before_anything_starts(tmp_path):
+    result = exitplan(tmp_path, "migrate", "--deadline", "+60s", "--only", "route53")
+    assert result.returncode == 2
+    assert "no more than the safety margin" in result.stderr
+    assert "e.g. --safety-margin " in result.stderr
+    assert not (tmp_path / ".exitplan" / "journal.sqlite").exists()
