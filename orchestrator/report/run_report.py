@@ -128,7 +128,11 @@ def data_groups_by_tier(journal: Journal, run_id: str) -> tuple[DataGroup, ...]:
     listed = journal.plan_groups(run_id)
     if not listed:
         return ()
-    states = journal.item_groups(run_id)
+    # A resumed run lists what its earlier processes saved as already verified; count
+    # only what this process's export settled as its own, or those count twice.
+    export = journal.step(run_id, "export")
+    since = export.started_at.isoformat() if export is not None and export.started_at else None
+    states = journal.item_groups(run_id, since=since)
     descoped: dict[tuple[str, str], list[Descoped]] = {}
     for kind, tier, reason, items, nbytes in journal.descoped_groups(run_id):
         descoped.setdefault((kind, tier), []).append(Descoped(reason, items, nbytes))

@@ -370,6 +370,16 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._open_schema()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise JournalError(self._unreadable(f"is not a readable journal ({exc})")) from None
+            # Busy, not damaged: another process holds it past the busy timeout. The
+            # copy before the last run is no remedy here; it would lose that run's work.
+            raise JournalError(
+                f"journal {path} is in use by another process ({exc}): another exitplan "
+                "run in this workspace is still going (see `exitplan status`); wait for it "
+                "to end or stop it, then run this again"
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise JournalError(self._unreadable(f"is not a readable journal ({exc})")) from None
         self._with_parts = {
@@ -1191,13 +1201,17 @@ class Journal:
             ).fetchall()
         return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
 
-    def item_groups(self, run_id: str) -> dict[tuple[str, str, str], tuple[int, int]]:
+    def item_groups(
+        self, run_id: str, *, since: str | None = None
+    ) -> dict[tuple[str, str, str], tuple[int, int]]:
         """(kind, tier, state) -> (items, bytes) of the run's items, each counted once,
-        at its least advanced destination (failed anywhere counts as failed)."""
+        at its least advanced destination (failed anywhere counts as failed); with
+        ``since`` (an ISO time), only the items written at or after it."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT kind, tier, dest_key, state, COALESCE(size, 0) FROM items WHERE run_id=?",
-                (run_id,),
+                "SELECT kind, tier, dest_key, state, COALESCE(size, 0) FROM items WHERE run_id=?"
+                " AND updated_at >= ?",
+                (run_id, since or ""),
             ).fetchall()
         worst: dict[tuple[str, str, str], tuple[int, int]] = {}
         for kind, tier, dest_key, state, size in rows:

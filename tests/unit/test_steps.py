@@ -199,6 +199,23 @@ def test_a_journal_from_a_newer_exitplan_is_refused_not_misread(tmp_path: Path) 
         Journal(path)
 
 
+def test_a_journal_held_by_another_process_is_called_busy_not_corrupt(tmp_path: Path) -> None:
+    # Replacing it with the copy from before the run would throw that run's work away.
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    journal.start_run("migrate", None, {})
+    journal.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JournalError, match="in use by another process") as refused:
+            Journal(path)
+    finally:
+        holder.close()
+    assert ".bak" not in str(refused.value)
+    assert Journal(path).get_run() is not None
+
+
 def test_a_corrupt_journal_names_the_last_good_copy(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     journal = Journal(path)
