@@ -8,6 +8,7 @@ would make the client look up ``bucket.127.0.0.1`` in outside DNS.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -15,9 +16,12 @@ from typing import Any, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 
 from orchestrator.errors import ConfigError, RetryableError
 from orchestrator.export.iam_policy import name_missing_permission
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -33,6 +37,20 @@ _RETRYABLE_CODES = frozenset(
         "RequestTimeTooSkewed",
         "InternalError",
         "ServiceUnavailable",
+    }
+)
+
+
+#: STS's answers that mean the credentials themselves were refused.
+_CREDENTIALS_REFUSED = frozenset(
+    {
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "UnrecognizedClientException",
+        "AuthFailure",
     }
 )
 
@@ -176,8 +194,20 @@ class AwsAccount:
                 f"cannot reach the source at {where}: check source.aws.endpoint_url and the "
                 "network, then run the command again"
             ) from None
+        except botocore.parsers.ResponseParserError:
+            if not self.endpoint_url:
+                raise
+            # Not an STS answer at all (s3rver says "Not Found" in plain text).
+            log.debug("no STS at %s: credentials not checked up front", where)
+            return
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
+            if self.endpoint_url and code not in _CREDENTIALS_REFUSED:
+                # An S3-compatible endpoint without STS (s3rver, MinIO) answers
+                # something else: it has not judged the credentials, the first
+                # real call will.
+                log.debug("no STS at %s (%s): credentials not checked up front", where, code)
+                return
             raise ConfigError(
                 f"the source at {where} refused the credentials ({code}): check "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or source.aws.profile"
