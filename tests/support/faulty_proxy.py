@@ -48,24 +48,32 @@ class FaultSchedule:
         #: Answer every HEAD of a part (``?partNumber=``) with Content-Length: 0,
         #: as a broken source (or this proxy, once) did.
         self.zero_part_sizes = zero_part_sizes
-        self._random = random.Random(seed)
+        self.seed = seed
+        self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.injected: Counter[str] = Counter()
         self.forwarded = 0
 
-    def pick(self) -> str | None:
+    def pick(self, request: str = "") -> tuple[str | None, random.Random]:
+        """The fault for this request (None: forwarded as it is), and the generator
+        that places it. Decided by the seed, the request (its path and range) and
+        how many times that request was made before, never by the order in which
+        concurrent requests arrive: a campaign is reproducible object by object."""
         with self._lock:
-            if self._random.random() >= self.rate:
+            nth = self._seen[request]
+            self._seen[request] += 1
+            rng = random.Random(f"{self.seed}:{request}:{nth}")
+            if rng.random() >= self.rate:
                 self.forwarded += 1
-                return None
-            fault = self._random.choice(self.faults)
+                return None, rng
+            fault = rng.choice(self.faults)
             self.injected[fault] += 1
-            return fault
+            return fault, rng
 
-    def where(self, length: int) -> int:
+    @staticmethod
+    def where(length: int, rng: random.Random) -> int:
         """The offset in a body of ``length`` bytes to damage."""
-        with self._lock:
-            return self._random.randrange(length)
+        return rng.randrange(length)
 
 
 def _is_object_get(method: str, path: str) -> bool:
@@ -89,7 +97,11 @@ def faulty_proxy(upstream: str, schedule: FaultSchedule) -> Iterator[str]:
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            fault = schedule.pick() if _is_object_get(self.command, self.path) else None
+            fault, rng = (
+                schedule.pick(f"{self.path} {self.headers.get('Range', '')}")
+                if _is_object_get(self.command, self.path)
+                else (None, None)
+            )
             if fault == "slowdown":
                 payload = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
                 self.send_response(503)
@@ -120,11 +132,11 @@ def faulty_proxy(upstream: str, schedule: FaultSchedule) -> Iterator[str]:
                 if declared is None:
                     data = response.read()
                     self._send_head(response, str(len(data)))
-                    self._send_body(iter([data]), len(data), fault)
+                    self._send_body(iter([data]), len(data), fault, rng)
                     return
                 size = int(declared)
                 self._send_head(response, declared)
-                self._send_body(_stream(response), size, fault)
+                self._send_body(_stream(response), size, fault, rng)
             finally:
                 upstream_conn.close()
 
@@ -137,9 +149,15 @@ def faulty_proxy(upstream: str, schedule: FaultSchedule) -> Iterator[str]:
                 self.send_header("Content-Length", length)
             self.end_headers()
 
-        def _send_body(self, chunks: Iterator[bytes], size: int, fault: str | None) -> None:
+        def _send_body(
+            self,
+            chunks: Iterator[bytes],
+            size: int,
+            fault: str | None,
+            rng: random.Random | None,
+        ) -> None:
             cut = size // 2 if fault == "truncate" and size > 1 else None
-            flip = schedule.where(size) if fault == "flip" and size else None
+            flip = schedule.where(size, rng) if fault == "flip" and size and rng else None
             sent = 0
             for chunk in chunks:
                 if cut is not None and sent + len(chunk) >= cut:
