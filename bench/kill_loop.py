@@ -16,7 +16,8 @@ resume is allowed to finish. Each trial then checks:
   sandbox service's processes are allowed only while the run says it keeps
   them: they are listed by `exitplan status` as things to roll back);
 - no secret value of the sandbox is in clear in any file under the trial's
-  directory or the system temp directory (the sandbox's canaries);
+  directory or exitplan's own directories in the system temp directory
+  (scratch PostgreSQL clusters, RDS dump directories; the sandbox's canaries);
 - no staging (`.exitplan-partial`) or scratch file is left.
 
 The CI runs a short version (tests/e2e/test_kill_loop.py); the figures of a
@@ -97,6 +98,10 @@ def sandbox_objects() -> dict[str, str]:
                     key = destination_key(bucket, version["Key"], vid, bool(version["IsLatest"]))
                     expected[key] = hashlib.sha256(body).hexdigest()
     return expected
+
+
+#: What exitplan itself makes in the temp dir (orchestrator/postgres.py, exporters/rds.py).
+OWN_TEMP_DIRS = ("exitplan-pg-*", "exitplan-rds-*")
 
 
 def our_processes(root: Path) -> list[str]:
@@ -186,14 +191,11 @@ def run_trial(
     # After the rollback: the trial's directory, and what exitplan keeps in the temp dir
     # (scratch PostgreSQL clusters). The replayed service's own config (0600 files on
     # the host) is gone with the rollback.
-    # The sandbox's snapshot cache is the source account itself (its seeded secrets are
-    # the source's), not something a run wrote.
-    source_cache = os.environ.get("EXITPLAN_CACHE_DIR", "")
-    scratch = [
-        p
-        for p in Path(tempfile.gettempdir()).glob("exitplan-*")
-        if p.is_dir() and str(p) != source_cache and "sandbox-cache" not in p.name
-    ]
+    # exitplan's own places in the temp dir: scratch PostgreSQL clusters and RDS dump
+    # directories (anything else named exitplan-* there, a checkout or the sandbox's
+    # snapshot cache of the source account, is not a run's doing).
+    tmp = Path(tempfile.gettempdir())
+    scratch = [p for pattern in OWN_TEMP_DIRS for p in tmp.glob(pattern) if p.is_dir()]
     trial.problems += [
         f"secret in clear: {p}" for p in files_holding([cwd, *scratch], SECRET_CANARIES)
     ]

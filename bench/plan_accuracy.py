@@ -164,9 +164,12 @@ def table(results: Sequence[Measured]) -> list[str]:
                 cells.append(f"{statistics.median(values):+.0%} ({each})")
             else:
                 cells.append("-")
-        notes = "; ".join(sorted({r.note for r in runs if r.note} | {
-            f"exit {r.exit_code}" for r in runs if r.exit_code not in (0, 3)
-        }))
+        notes = "; ".join(
+            sorted(
+                {r.note for r in runs if r.note}
+                | {f"exit {r.exit_code}" for r in runs if r.exit_code not in (0, 3)}
+            )
+        )
         took = f"{statistics.median(durations):.1f}" if durations else "-"
         lines.append(
             f"| {workload} | {bwlimit or 'none'} | {len(runs)} | {took} | "
