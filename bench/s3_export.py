@@ -74,6 +74,9 @@ MB = 1000**2
 GB = 1000**3
 
 TOOLS = ("exitplan", "rclone", "rclone-16", "aws-cli", "boto3-32")
+#: exitplan on a local Dask cluster of 1 or 2 worker processes (``--workers N``);
+#: accepted by ``--tools``, not run by default (``bench/dask_export.py`` runs them).
+DASK_TOOLS = ("exitplan-dask1", "exitplan-dask2")
 #: The tools whose no-op re-run and resume are measured.
 RERUN_TOOLS = ("exitplan", "rclone")
 BOTO3_THREADS = 32
@@ -548,15 +551,22 @@ class Tool:
 class Exitplan(Tool):
     name = "exitplan"
 
-    def __init__(self, concurrency: int | None) -> None:
+    def __init__(self, concurrency: int | None, workers: int | None = None) -> None:
         self.concurrency = concurrency
+        #: ``--workers N``: a local Dask cluster of N worker processes; None: threads.
+        self.workers = workers
+        if workers is not None:
+            self.name = f"exitplan-dask{workers}"
 
     def settings(self) -> str:
         config = exitplan_transfer_defaults()
         if self.concurrency is not None:
             config["concurrency"] = self.concurrency
-        shown = ", ".join(f"{k}={v}" for k, v in config.items())
-        return f"`exitplan export` (CLI subprocess), one local destination; transfer: {shown}"
+        shown = ", ".join(f"{k}={v}" for k, v in config.items() if v is not None)
+        how = "`exitplan export`"
+        if self.workers is not None:
+            how = f"`exitplan export --workers {self.workers}` (a local Dask cluster)"
+        return f"{how} (CLI subprocess), one local destination; transfer: {shown}"
 
     def _config(self, job: CopyJob) -> Path:
         path = job.state / "bench.yaml"
@@ -577,6 +587,8 @@ class Exitplan(Tool):
         argv = [sys.executable, "-m", "orchestrator.cli", command, "--config", str(config)]
         if command == "export":
             argv += ["--only", "s3"]  # the bucket is the job; s3rver serves nothing else
+        if self.workers is not None:
+            argv += ["--workers", str(self.workers)]
         argv += ["--quiet", "--output", "json"]
         # This work tree's exitplan, whatever else is installed.
         env = {**base_env(job.source, job.state), "PYTHONPATH": str(REPO_ROOT)}
@@ -713,6 +725,8 @@ class Boto3Loop(Tool):
 def build_tools(names: Sequence[str], server: str, concurrency: int | None) -> list[Tool]:
     available: dict[str, Callable[[], Tool]] = {
         "exitplan": lambda: Exitplan(concurrency),
+        "exitplan-dask1": lambda: Exitplan(concurrency, workers=1),
+        "exitplan-dask2": lambda: Exitplan(concurrency, workers=2),
         "rclone": lambda: Rclone("rclone", [], server),
         "rclone-16": lambda: Rclone("rclone-16", ["--transfers", "16", "--checkers", "16"], server),
         "aws-cli": AwsCli,
@@ -1210,10 +1224,31 @@ def write_results(
         lines.append("- none")
     lines += ["", f"Every run, raw: `{path.with_suffix('.json').name}` beside this file.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text("\n".join(lines) + kept_sections(path), encoding="utf-8")
     path.with_suffix(".json").write_text(
         json.dumps([r.as_json() for r in runs], indent=1) + "\n", encoding="utf-8"
     )
+
+
+#: Sections of the results file written by hand or by other benchmarks: a rerun
+#: replaces only what comes before the first of them.
+KEPT_HEADINGS = ("## Against the targets", "## Dask executor")
+
+
+def kept_sections(path: Path) -> str:
+    """What ``path`` holds from its first kept section on (``KEPT_HEADINGS``, or any
+    top-level heading after the first line), byte for byte; "" when none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    lines = text.splitlines(keepends=True)
+    offset = len(lines[0]) if lines else 0
+    for line in lines[1:]:
+        if line.startswith(KEPT_HEADINGS) or line.startswith("# "):
+            return "\n" + text[offset:]
+        offset += len(line)
+    return ""
 
 
 # -- the boto3 GET loop (run as a child by the benchmark) ---------------------
@@ -1323,9 +1358,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.w1_objects, args.w2_objects, args.w2_mib, args.rounds = 200, 2, 8, 1
-    unknown = sorted(set(args.tools) - set(TOOLS))
+    unknown = sorted(set(args.tools) - set(TOOLS) - set(DASK_TOOLS))
     if unknown:
-        parser.error(f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+        parser.error(
+            f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(TOOLS + DASK_TOOLS)}"
+        )
     if args.rounds < 1 or not 0 < args.resume_at < 1:
         parser.error("--rounds must be at least 1 and --resume-at between 0 and 1")
     if args.results is None:
