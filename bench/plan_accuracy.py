@@ -44,7 +44,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import s3_export  # noqa: E402  (bench/ is not a package)
 
 RESULTS = BENCH_DIR / "RESULTS.md"
-SECTION = "## Deadline planner: prediction error"
+SECTION = "# Deadline planner: prediction error"
 
 
 @dataclass
@@ -164,9 +164,12 @@ def table(results: Sequence[Measured]) -> list[str]:
                 cells.append(f"{statistics.median(values):+.0%} ({each})")
             else:
                 cells.append("-")
-        notes = "; ".join(sorted({r.note for r in runs if r.note} | {
-            f"exit {r.exit_code}" for r in runs if r.exit_code not in (0, 3)
-        }))
+        notes = "; ".join(
+            sorted(
+                {r.note for r in runs if r.note}
+                | {f"exit {r.exit_code}" for r in runs if r.exit_code not in (0, 3)}
+            )
+        )
         took = f"{statistics.median(durations):.1f}" if durations else "-"
         lines.append(
             f"| {workload} | {bwlimit or 'none'} | {len(runs)} | {took} | "
@@ -176,8 +179,28 @@ def table(results: Sequence[Measured]) -> list[str]:
     return lines
 
 
-def write_results(results: Sequence[Measured], started: datetime.datetime, took_s: float) -> None:
-    facts = s3_export.machine()
+def replace_section(text: str, body: str) -> str:
+    """``text`` with its section ``SECTION`` (up to the next heading of level 1 or 2)
+    replaced by ``body``, or with ``body`` appended when there is none; the rest is
+    kept byte for byte."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + body
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))),
+        len(lines),
+    )
+    after = "".join(lines[end:])
+    return "".join(lines[:start]) + body + ("\n" + after if after else "")
+
+
+def write_results(
+    results: Sequence[Measured],
+    started: datetime.datetime,
+    took_s: float,
+    facts: dict[str, str],
+) -> None:
     body = [
         SECTION,
         "",
@@ -199,12 +222,7 @@ def write_results(results: Sequence[Measured], started: datetime.datetime, took_
         "",
     ]
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-    if SECTION in text:
-        start = text.index(SECTION)
-        rest = text[start + len(SECTION) :]
-        end = rest.find("\n## ")
-        text = text[:start] + ("" if end < 0 else rest[end + 1 :])
-    RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join(body), encoding="utf-8")
+    RESULTS.write_text(replace_section(text, "\n".join(body)), encoding="utf-8")
     (BENCH_DIR / "plan_accuracy.json").write_text(
         json.dumps(
             [
@@ -235,6 +253,7 @@ def main(argv: Sequence[str]) -> int:
     wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
     started = datetime.datetime.now().astimezone()
     clock = time.monotonic()
+    facts = s3_export.machine()  # the load average at the start, not the end
     w1 = s3_export.small_objects(2000, 4, 64, args.seed)
     w2 = s3_export.large_objects(8, 64)
     workloads = {
@@ -260,7 +279,7 @@ def main(argv: Sequence[str]) -> int:
     for line in table(results):
         print(line)
     if not args.no_write:
-        write_results(results, started, took)
+        write_results(results, started, took, facts)
     return 0
 
 
