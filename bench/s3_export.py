@@ -830,7 +830,10 @@ class Bench:
         check = verify_copy(invocation.root, expected)
         copied = None
         if kind in ("no-op re-run", "resume"):
-            copied = tool.copied_bytes(job, log_dir, expected)
+            try:
+                copied = tool.copied_bytes(job, log_dir, expected)
+            except (RuntimeError, KeyError, ValueError) as exc:  # a failed run: no report
+                log(f"{tool.name}: bytes copied unknown ({exc})")
         steps = tool.step_seconds(job, log_dir) if kind != "killed" else None
         failure = None
         if child.exit_code != 0 and kind != "killed":
