@@ -77,6 +77,8 @@ TOOLS = ("exitplan", "rclone", "rclone-16", "aws-cli", "boto3-32")
 #: exitplan on a local Dask cluster of 1 or 2 worker processes (``--workers N``);
 #: accepted by ``--tools``, not run by default (``bench/dask_export.py`` runs them).
 DASK_TOOLS = ("exitplan-dask1", "exitplan-dask2")
+#: exitplan from another checkout (``--before DIR``), for a same-run comparison.
+BEFORE_TOOL = "exitplan-before"
 #: The tools whose no-op re-run and resume are measured.
 RERUN_TOOLS = ("exitplan", "rclone")
 BOTO3_THREADS = 32
@@ -551,12 +553,18 @@ class Tool:
 class Exitplan(Tool):
     name = "exitplan"
 
-    def __init__(self, concurrency: int | None, workers: int | None = None) -> None:
+    def __init__(
+        self, concurrency: int | None, workers: int | None = None, tree: Path | None = None
+    ) -> None:
         self.concurrency = concurrency
         #: ``--workers N``: a local Dask cluster of N worker processes; None: threads.
         self.workers = workers
         if workers is not None:
             self.name = f"exitplan-dask{workers}"
+        #: The checkout whose exitplan runs: this work tree unless ``--before``.
+        self.tree = tree or REPO_ROOT
+        if tree is not None:
+            self.name = BEFORE_TOOL
 
     def settings(self) -> str:
         config = exitplan_transfer_defaults()
@@ -566,6 +574,8 @@ class Exitplan(Tool):
         how = "`exitplan export`"
         if self.workers is not None:
             how = f"`exitplan export --workers {self.workers}` (a local Dask cluster)"
+        if self.tree != REPO_ROOT:
+            how = f"`exitplan export` from {self.tree}"
         return f"{how} (CLI subprocess), one local destination; transfer: {shown}"
 
     def _config(self, job: CopyJob) -> Path:
@@ -590,8 +600,8 @@ class Exitplan(Tool):
         if self.workers is not None:
             argv += ["--workers", str(self.workers)]
         argv += ["--quiet", "--output", "json"]
-        # This work tree's exitplan, whatever else is installed.
-        env = {**base_env(job.source, job.state), "PYTHONPATH": str(REPO_ROOT)}
+        # This work tree's exitplan (or --before's), whatever else is installed.
+        env = {**base_env(job.source, job.state), "PYTHONPATH": str(self.tree)}
         return Invocation(argv, env, job.dest / "s3" / job.bucket)
 
     def copy(self, job: CopyJob) -> Invocation:
@@ -722,8 +732,11 @@ class Boto3Loop(Tool):
         return Invocation(argv, base_env(job.source, job.state), job.dest)
 
 
-def build_tools(names: Sequence[str], server: str, concurrency: int | None) -> list[Tool]:
+def build_tools(
+    names: Sequence[str], server: str, concurrency: int | None, before: Path | None = None
+) -> list[Tool]:
     available: dict[str, Callable[[], Tool]] = {
+        BEFORE_TOOL: lambda: Exitplan(concurrency, tree=before),
         "exitplan": lambda: Exitplan(concurrency),
         "exitplan-dask1": lambda: Exitplan(concurrency, workers=1),
         "exitplan-dask2": lambda: Exitplan(concurrency, workers=2),
@@ -1333,6 +1346,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="N",
         help="exitplan's transfer.concurrency (default: exitplan's own default)",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help=f"another exitplan checkout (e.g. `git archive` of an older commit), run as "
+        f"the tool {BEFORE_TOOL}",
+    )
     parser.add_argument("--no-noop", action="store_true", help="skip the no-op re-runs")
     parser.add_argument("--no-resume", action="store_true", help="skip the kill-and-resume")
     parser.add_argument(
@@ -1365,11 +1385,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.w1_objects, args.w2_objects, args.w2_mib, args.rounds = 200, 2, 8, 1
-    unknown = sorted(set(args.tools) - set(TOOLS) - set(DASK_TOOLS))
+    known = (*TOOLS, *DASK_TOOLS, BEFORE_TOOL)
+    unknown = sorted(set(args.tools) - set(known))
     if unknown:
-        parser.error(
-            f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(TOOLS + DASK_TOOLS)}"
-        )
+        parser.error(f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    if (BEFORE_TOOL in args.tools) != (args.before is not None):
+        parser.error(f"--tools {BEFORE_TOOL} and --before DIR go together")
     if args.rounds < 1 or not 0 < args.resume_at < 1:
         parser.error("--rounds must be at least 1 and --resume-at between 0 and 1")
     if args.results is None:
@@ -1398,7 +1419,7 @@ def main(argv: Sequence[str]) -> int:
     runs: list[Run] = []
     tools_by_server: dict[str, list[Tool]] = {}
     for server in args.server:
-        tools = build_tools(args.tools, server, args.exitplan_concurrency)
+        tools = build_tools(args.tools, server, args.exitplan_concurrency, args.before)
         tools_by_server[server] = tools
         with open_source(server, args.work_dir) as source:
             bench = Bench(source, tools, args.work_dir, args.seed)
