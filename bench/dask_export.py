@@ -195,7 +195,7 @@ def replace_section(path: Path, new: list[str]) -> None:
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     block = "\n".join(new) + "\n"
-    start = next((i for i, line in enumerate(lines) if line.startswith(SECTION)), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION), None)
     if start is not None:
         end = next(
             (

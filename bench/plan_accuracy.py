@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -207,7 +208,7 @@ def write_results(
         f"Run {started:%Y-%m-%d %H:%M %Z} in {took_s / 60:.1f} min with:",
         "",
         "```",
-        "python bench/plan_accuracy.py " + " ".join(sys.argv[1:]),
+        shlex.join(["python", "bench/plan_accuracy.py", *sys.argv[1:]]),
         "```",
         "",
         "Error = (actual - predicted) / predicted export duration; positive: the export "
