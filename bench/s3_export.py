@@ -798,14 +798,21 @@ class Bench:
     kept for a look after the benchmark).
     """
 
-    def __init__(self, source: Source, tools: Sequence[Tool], work_dir: Path, seed: int) -> None:
+    def __init__(
+        self,
+        source: Source,
+        tools: Sequence[Tool],
+        work_dir: Path,
+        seed: int,
+        warm_up: bool = True,
+    ) -> None:
         self.source = source
         self.tools = list(tools)
         self.work_dir = work_dir
         self.seed = seed
         self.runs: list[Run] = []
         self._serial = 0
-        self._warm = False
+        self._warm = not warm_up
 
     def _warm_up(self, workload: Workload) -> None:
         for tool in self.tools:
@@ -1353,6 +1360,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"another exitplan checkout (e.g. `git archive` of an older commit), run as "
         f"the tool {BEFORE_TOOL}",
     )
+    parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="skip the untimed exitplan run before the rounds (a 100,000-object memory "
+        "measurement need not pay for it twice)",
+    )
     parser.add_argument("--no-noop", action="store_true", help="skip the no-op re-runs")
     parser.add_argument("--no-resume", action="store_true", help="skip the kill-and-resume")
     parser.add_argument(
@@ -1422,7 +1435,7 @@ def main(argv: Sequence[str]) -> int:
         tools = build_tools(args.tools, server, args.exitplan_concurrency, args.before)
         tools_by_server[server] = tools
         with open_source(server, args.work_dir) as source:
-            bench = Bench(source, tools, args.work_dir, args.seed)
+            bench = Bench(source, tools, args.work_dir, args.seed, warm_up=not args.no_warm_up)
             for workload in workloads:
                 bench.rounds(workload, args.rounds, noop=not args.no_noop)
             if not args.no_resume:
