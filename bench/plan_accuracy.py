@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import s3_export  # noqa: E402  (bench/ is not a package)
 
 RESULTS = BENCH_DIR / "RESULTS.md"
-SECTION = "## Deadline planner: prediction error"
+SECTION = "# Deadline planner: prediction error"
 
 
 @dataclass
@@ -179,15 +180,35 @@ def table(results: Sequence[Measured]) -> list[str]:
     return lines
 
 
-def write_results(results: Sequence[Measured], started: datetime.datetime, took_s: float) -> None:
-    facts = s3_export.machine()
+def replace_section(text: str, body: str) -> str:
+    """``text`` with its section ``SECTION`` (up to the next heading of level 1 or 2)
+    replaced by ``body``, or with ``body`` appended when there is none; the rest is
+    kept byte for byte."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + body
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))),
+        len(lines),
+    )
+    after = "".join(lines[end:])
+    return "".join(lines[:start]) + body + ("\n" + after if after else "")
+
+
+def write_results(
+    results: Sequence[Measured],
+    started: datetime.datetime,
+    took_s: float,
+    facts: dict[str, str],
+) -> None:
     body = [
         SECTION,
         "",
         f"Run {started:%Y-%m-%d %H:%M %Z} in {took_s / 60:.1f} min with:",
         "",
         "```",
-        "python bench/plan_accuracy.py " + " ".join(sys.argv[1:]),
+        shlex.join(["python", "bench/plan_accuracy.py", *sys.argv[1:]]),
         "```",
         "",
         "Error = (actual - predicted) / predicted export duration; positive: the export "
@@ -202,12 +223,7 @@ def write_results(results: Sequence[Measured], started: datetime.datetime, took_
         "",
     ]
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-    if SECTION in text:
-        start = text.index(SECTION)
-        rest = text[start + len(SECTION) :]
-        end = rest.find("\n## ")
-        text = text[:start] + ("" if end < 0 else rest[end + 1 :])
-    RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join(body), encoding="utf-8")
+    RESULTS.write_text(replace_section(text, "\n".join(body)), encoding="utf-8")
     (BENCH_DIR / "plan_accuracy.json").write_text(
         json.dumps(
             [
@@ -238,6 +254,7 @@ def main(argv: Sequence[str]) -> int:
     wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
     started = datetime.datetime.now().astimezone()
     clock = time.monotonic()
+    facts = s3_export.machine()  # the load average at the start, not the end
     w1 = s3_export.small_objects(2000, 4, 64, args.seed)
     w2 = s3_export.large_objects(8, 64)
     workloads = {
@@ -263,7 +280,7 @@ def main(argv: Sequence[str]) -> int:
     for line in table(results):
         print(line)
     if not args.no_write:
-        write_results(results, started, took)
+        write_results(results, started, took, facts)
     return 0
 
 

@@ -74,6 +74,11 @@ MB = 1000**2
 GB = 1000**3
 
 TOOLS = ("exitplan", "rclone", "rclone-16", "aws-cli", "boto3-32")
+#: exitplan on a local Dask cluster of 1 or 2 worker processes (``--workers N``);
+#: accepted by ``--tools``, not run by default (``bench/dask_export.py`` runs them).
+DASK_TOOLS = ("exitplan-dask1", "exitplan-dask2")
+#: exitplan from another checkout (``--before DIR``), for a same-run comparison.
+BEFORE_TOOL = "exitplan-before"
 #: The tools whose no-op re-run and resume are measured.
 RERUN_TOOLS = ("exitplan", "rclone")
 BOTO3_THREADS = 32
@@ -548,15 +553,30 @@ class Tool:
 class Exitplan(Tool):
     name = "exitplan"
 
-    def __init__(self, concurrency: int | None) -> None:
+    def __init__(
+        self, concurrency: int | None, workers: int | None = None, tree: Path | None = None
+    ) -> None:
         self.concurrency = concurrency
+        #: ``--workers N``: a local Dask cluster of N worker processes; None: threads.
+        self.workers = workers
+        if workers is not None:
+            self.name = f"exitplan-dask{workers}"
+        #: The checkout whose exitplan runs: this work tree unless ``--before``.
+        self.tree = tree or REPO_ROOT
+        if tree is not None:
+            self.name = BEFORE_TOOL
 
     def settings(self) -> str:
         config = exitplan_transfer_defaults()
         if self.concurrency is not None:
             config["concurrency"] = self.concurrency
-        shown = ", ".join(f"{k}={v}" for k, v in config.items())
-        return f"`exitplan export` (CLI subprocess), one local destination; transfer: {shown}"
+        shown = ", ".join(f"{k}={v}" for k, v in config.items() if v is not None)
+        how = "`exitplan export`"
+        if self.workers is not None:
+            how = f"`exitplan export --workers {self.workers}` (a local Dask cluster)"
+        if self.tree != REPO_ROOT:
+            how = f"`exitplan export` from {self.tree}"
+        return f"{how} (CLI subprocess), one local destination; transfer: {shown}"
 
     def _config(self, job: CopyJob) -> Path:
         path = job.state / "bench.yaml"
@@ -577,9 +597,11 @@ class Exitplan(Tool):
         argv = [sys.executable, "-m", "orchestrator.cli", command, "--config", str(config)]
         if command == "export":
             argv += ["--only", "s3"]  # the bucket is the job; s3rver serves nothing else
+        if self.workers is not None:
+            argv += ["--workers", str(self.workers)]
         argv += ["--quiet", "--output", "json"]
-        # This work tree's exitplan, whatever else is installed.
-        env = {**base_env(job.source, job.state), "PYTHONPATH": str(REPO_ROOT)}
+        # This work tree's exitplan (or --before's), whatever else is installed.
+        env = {**base_env(job.source, job.state), "PYTHONPATH": str(self.tree)}
         return Invocation(argv, env, job.dest / "s3" / job.bucket)
 
     def copy(self, job: CopyJob) -> Invocation:
@@ -710,9 +732,14 @@ class Boto3Loop(Tool):
         return Invocation(argv, base_env(job.source, job.state), job.dest)
 
 
-def build_tools(names: Sequence[str], server: str, concurrency: int | None) -> list[Tool]:
+def build_tools(
+    names: Sequence[str], server: str, concurrency: int | None, before: Path | None = None
+) -> list[Tool]:
     available: dict[str, Callable[[], Tool]] = {
+        BEFORE_TOOL: lambda: Exitplan(concurrency, tree=before),
         "exitplan": lambda: Exitplan(concurrency),
+        "exitplan-dask1": lambda: Exitplan(concurrency, workers=1),
+        "exitplan-dask2": lambda: Exitplan(concurrency, workers=2),
         "rclone": lambda: Rclone("rclone", [], server),
         "rclone-16": lambda: Rclone("rclone-16", ["--transfers", "16", "--checkers", "16"], server),
         "aws-cli": AwsCli,
@@ -771,14 +798,21 @@ class Bench:
     kept for a look after the benchmark).
     """
 
-    def __init__(self, source: Source, tools: Sequence[Tool], work_dir: Path, seed: int) -> None:
+    def __init__(
+        self,
+        source: Source,
+        tools: Sequence[Tool],
+        work_dir: Path,
+        seed: int,
+        warm_up: bool = True,
+    ) -> None:
         self.source = source
         self.tools = list(tools)
         self.work_dir = work_dir
         self.seed = seed
         self.runs: list[Run] = []
         self._serial = 0
-        self._warm = False
+        self._warm = not warm_up
 
     def _warm_up(self, workload: Workload) -> None:
         for tool in self.tools:
@@ -816,7 +850,10 @@ class Bench:
         check = verify_copy(invocation.root, expected)
         copied = None
         if kind in ("no-op re-run", "resume"):
-            copied = tool.copied_bytes(job, log_dir, expected)
+            try:
+                copied = tool.copied_bytes(job, log_dir, expected)
+            except (RuntimeError, KeyError, ValueError) as exc:  # a failed run: no report
+                log(f"{tool.name}: bytes copied unknown ({exc})")
         steps = tool.step_seconds(job, log_dir) if kind != "killed" else None
         failure = None
         if child.exit_code != 0 and kind != "killed":
@@ -959,7 +996,8 @@ def copy_table(runs: Sequence[Run], order: Sequence[str]) -> list[str]:
         for name in order
         if any(r.tool == name for r in runs)
     ]
-    base = next((s for s in summaries if s.tool == "exitplan"), None)
+    # Ratios only against an exitplan run that worked.
+    base = next((s for s in summaries if s.tool == "exitplan" and s.verified), None)
     rows = []
     for s in summaries:
         wall_ratio = f"{s.wall_s / base.wall_s:.2f}" if base else "-"
@@ -1045,17 +1083,20 @@ def resume_table(runs: Sequence[Run], order: Sequence[str]) -> list[str]:
 
 def step_note(runs: Sequence[Run]) -> list[str]:
     """exitplan's wall time split into inventory, the S3 export and the rest (medians)."""
-    steps = [r.steps for r in runs if r.tool == "exitplan" and r.steps]
+    steps = [r.steps for r in runs if r.tool == "exitplan" and r.steps and r.verified]
     if not steps:
         return []
+    # The export step is "export" (every kind at once) since the deadline planner,
+    # "export:s3" before; an inventory step only where the run has one.
     inventory = statistics.median(s.get("inventory", 0.0) for s in steps)
-    export = statistics.median(s.get("export:s3", 0.0) for s in steps)
+    export = statistics.median(s.get("export", s.get("export:s3", 0.0)) for s in steps)
     total = statistics.median(sum(s.values()) for s in steps)
+    wall = statistics.median(r.child.wall_s for r in runs if r.tool == "exitplan" and r.verified)
     return [
         "",
-        f"exitplan's run by step (median s): inventory {inventory:.2f}, export:s3 {export:.2f}, "
-        f"other steps {total - inventory - export:.2f}; the rest of its wall time is start-up "
-        "and exit.",
+        f"exitplan's run by step (median s): inventory {inventory:.2f}, export {export:.2f}, "
+        f"other steps {total - inventory - export:.2f}; the other {wall - total:.2f} s of its "
+        "wall time are start-up and exit.",
     ]
 
 
@@ -1210,10 +1251,31 @@ def write_results(
         lines.append("- none")
     lines += ["", f"Every run, raw: `{path.with_suffix('.json').name}` beside this file.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text("\n".join(lines) + kept_sections(path), encoding="utf-8")
     path.with_suffix(".json").write_text(
         json.dumps([r.as_json() for r in runs], indent=1) + "\n", encoding="utf-8"
     )
+
+
+#: Sections of the results file written by hand or by other benchmarks: a rerun
+#: replaces only what comes before the first of them.
+KEPT_HEADINGS = ("## Against the targets", "## Dask executor")
+
+
+def kept_sections(path: Path) -> str:
+    """What ``path`` holds from its first kept section on (``KEPT_HEADINGS``, or any
+    top-level heading after the first line), byte for byte; "" when none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    lines = text.splitlines(keepends=True)
+    offset = len(lines[0]) if lines else 0
+    for line in lines[1:]:
+        if line.startswith(KEPT_HEADINGS) or line.startswith("# "):
+            return "\n" + text[offset:]
+        offset += len(line)
+    return ""
 
 
 # -- the boto3 GET loop (run as a child by the benchmark) ---------------------
@@ -1291,6 +1353,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="N",
         help="exitplan's transfer.concurrency (default: exitplan's own default)",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help=f"another exitplan checkout (e.g. `git archive` of an older commit), run as "
+        f"the tool {BEFORE_TOOL}",
+    )
+    parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="skip the untimed exitplan run before the rounds (a 100,000-object memory "
+        "measurement need not pay for it twice)",
+    )
     parser.add_argument("--no-noop", action="store_true", help="skip the no-op re-runs")
     parser.add_argument("--no-resume", action="store_true", help="skip the kill-and-resume")
     parser.add_argument(
@@ -1323,9 +1398,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.w1_objects, args.w2_objects, args.w2_mib, args.rounds = 200, 2, 8, 1
-    unknown = sorted(set(args.tools) - set(TOOLS))
+    known = (*TOOLS, *DASK_TOOLS, BEFORE_TOOL)
+    unknown = sorted(set(args.tools) - set(known))
     if unknown:
-        parser.error(f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+        parser.error(f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    if (BEFORE_TOOL in args.tools) != (args.before is not None):
+        parser.error(f"--tools {BEFORE_TOOL} and --before DIR go together")
     if args.rounds < 1 or not 0 < args.resume_at < 1:
         parser.error("--rounds must be at least 1 and --resume-at between 0 and 1")
     if args.results is None:
@@ -1354,10 +1432,10 @@ def main(argv: Sequence[str]) -> int:
     runs: list[Run] = []
     tools_by_server: dict[str, list[Tool]] = {}
     for server in args.server:
-        tools = build_tools(args.tools, server, args.exitplan_concurrency)
+        tools = build_tools(args.tools, server, args.exitplan_concurrency, args.before)
         tools_by_server[server] = tools
         with open_source(server, args.work_dir) as source:
-            bench = Bench(source, tools, args.work_dir, args.seed)
+            bench = Bench(source, tools, args.work_dir, args.seed, warm_up=not args.no_warm_up)
             for workload in workloads:
                 bench.rounds(workload, args.rounds, noop=not args.no_noop)
             if not args.no_resume:
