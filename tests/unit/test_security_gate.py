@@ -15,7 +15,7 @@ BANDIT = "bandit -q -r orchestrator providers --severity-level high"
 
 def _readme_test_command() -> str:
     readme = (REPO / "README.md").read_text()
-    setup = readme.split("Set up and run the tests", 1)[1]
+    setup = readme.split("It ends with the test command", 1)[1]
     return setup.split("```sh\n", 1)[1].split("\n```", 1)[0].strip()
 
 
