@@ -80,9 +80,13 @@ def test_a_full_destination_fails_the_run_plainly_and_resume_completes_it(tmp_pa
 
         room.make_room()
         resumed = exitplan(tmp_path, "resume", "--output", "json", "--quiet")
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert json.loads(resumed.stdout)["status"] == "done"
-        assert assert_sandbox_copied_byte_identical(vault) >= 2000
-        verified = exitplan(tmp_path, "verify")
-        assert verified.returncode == 0, verified.stdout[-2000:]
-        assert not [p for p in vault.glob("*/.exitplan-partial/*") if p.is_file()]
+        try:
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+            assert json.loads(resumed.stdout)["status"] == "done"
+            assert assert_sandbox_copied_byte_identical(vault) >= 2000
+            verified = exitplan(tmp_path, "verify")
+            assert verified.returncode == 0, verified.stdout[-2000:]
+            assert not [p for p in vault.glob("*/.exitplan-partial/*") if p.is_file()]
+        finally:
+            # The finished run replayed the service, which outlives exitplan; the test's does not.
+            exitplan(tmp_path, "rollback")
