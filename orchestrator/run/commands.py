@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import logging
 import signal
 from collections.abc import Callable, Iterator
@@ -434,6 +435,25 @@ def plan_preview(config: Config, settings: RunSettings, clock: Clock | None = No
 # -- running -------------------------------------------------------------------
 
 
+#: Packages the steps import lazily (to keep start-up short) and that import each
+#: other in circles. Two lanes importing one at once in their own threads can meet
+#: Python's import-lock deadlock detection, which fails one of them
+#: (``_DeadlockError`` in libcloud.common.types, once, in a resumed run's place
+#: step beside its export): they are imported here, before the lanes start.
+LANE_MODULES = (
+    "libcloud.common.types",
+    "libcloud.common.base",
+    "libcloud.compute.base",
+    "libcloud.storage.base",
+    "libcloud.dns.base",
+)
+
+
+def _import_lane_modules() -> None:
+    for name in LANE_MODULES:
+        importlib.import_module(name)
+
+
 def execute_run(
     config: Config,
     settings: RunSettings,
@@ -477,6 +497,7 @@ def execute_run(
         watchdog = Watchdog(run.deadline, clock, cancel).start() if run.deadline else None
         try:
             runner = Runner(run, plan_for(settings))
+            _import_lane_modules()
             with contextlib.suppress(Cancelled):
                 runner.execute()
             cleanup = _drill_cleanup(run, config, clock) if settings.command == "drill" else ()

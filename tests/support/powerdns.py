@@ -89,7 +89,13 @@ def _api_ready(url: str, key: str) -> bool:
         return False
 
 
-def start_powerdns(workdir: Path) -> tuple[subprocess.Popen[bytes], PowerDnsServer]:
+#: Starts on fresh ports after a port was taken between choosing and binding it.
+PORT_ATTEMPTS = 3
+
+
+def start_powerdns(
+    workdir: Path, attempt: int = 1
+) -> tuple[subprocess.Popen[bytes], PowerDnsServer]:
     """Start pdns_server in ``workdir`` and return once its API answers.
 
     Raises ``RuntimeError`` with the server's log when it exits or does not
@@ -100,6 +106,7 @@ def start_powerdns(workdir: Path) -> tuple[subprocess.Popen[bytes], PowerDnsServ
     if binary is None or schema is None:
         raise FileNotFoundError(INSTALL_HINT)
     database = workdir / "pdns.sqlite3"
+    database.unlink(missing_ok=True)  # an earlier attempt's
     with sqlite3.connect(database) as db:
         db.executescript(schema.read_text())
     api_key = secrets.token_hex(16)
@@ -143,9 +150,14 @@ def start_powerdns(workdir: Path) -> tuple[subprocess.Popen[bytes], PowerDnsServ
     server = PowerDnsServer("127.0.0.1", api_port, dns_port, api_key, workdir)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not _api_ready(server.api_url, api_key):
+        output = (workdir / "pdns.log").read_text(errors="replace")[-4000:]
+        if "Address already in use" in output and attempt < PORT_ATTEMPTS:
+            # A free port is free only until someone else binds it (another
+            # test's server on a shared machine): start again on new ones.
+            stop_powerdns(process)
+            return start_powerdns(workdir, attempt=attempt + 1)
         if process.poll() is not None or time.monotonic() > deadline:
             stop_powerdns(process)
-            output = (workdir / "pdns.log").read_text(errors="replace")[-4000:]
             raise RuntimeError(f"pdns_server did not start its API:\n{output}")
         time.sleep(0.05)  # polling the API with a deadline, not synchronising on time
     return process, server
