@@ -42,7 +42,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from orchestrator.export.exporters.rds import (  # noqa: E402
+    SCRATCH_DIR_PREFIX as RDS_SCRATCH_DIR_PREFIX,
+)
 from orchestrator.export.exporters.s3 import destination_key  # noqa: E402
+from orchestrator.postgres import CLUSTER_DIR_PREFIX  # noqa: E402
 from orchestrator.sandbox.account import SECRET_CANARIES, sandbox_account  # noqa: E402
 
 STAGING_MARKERS = (".exitplan-partial",)
@@ -100,8 +104,8 @@ def sandbox_objects() -> dict[str, str]:
     return expected
 
 
-#: What exitplan itself makes in the temp dir (orchestrator/postgres.py, exporters/rds.py).
-OWN_TEMP_DIRS = ("exitplan-pg-*", "exitplan-rds-*")
+#: What exitplan itself makes in the temp dir.
+OWN_TEMP_DIRS = (f"{CLUSTER_DIR_PREFIX}*", f"{RDS_SCRATCH_DIR_PREFIX}*")
 
 
 def our_processes(root: Path) -> list[str]:

@@ -96,6 +96,8 @@ from orchestrator.postgres import (
 from providers.aws import AwsAccount, call_aws
 
 log = logging.getLogger(__name__)
+#: Where a dump is made when the run has no scratch directory of its own (temp dir).
+SCRATCH_DIR_PREFIX = "exitplan-rds-"
 
 INSTANCE_FORMAT = "exitplan.rds.instance/1"
 DUMP_FORMAT = "exitplan.rds.dump/1"
@@ -688,7 +690,7 @@ class RdsExporter(Exporter):
     def _scratch_workdir(self, region: str, instance_id: str) -> Path:
         base = self.context.scratch_dir
         if base is None:
-            return Path(tempfile.mkdtemp(prefix=f"exitplan-rds-{instance_id}-"))
+            return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_DIR_PREFIX}{instance_id}-"))
         workdir = base / "rds" / region / instance_id / uuid.uuid4().hex[:12]
         workdir.mkdir(parents=True)
         return workdir
