@@ -372,3 +372,31 @@ def test_every_field_report_json_holds_is_documented():
     written = keys(json.loads(drill_report().to_json()), set())
     written |= keys(json.loads(export_report().to_json()), set())
     assert written - documented == set()
+
+
+def test_the_summary_names_the_largest_descoping_reasons_and_counts_the_rest(journal_run, capsys):
+    # Each item's reason carries its own figures: the summary must not print one line
+    # per item, yet every item and byte is counted in the group's line.
+    journal, run_id, clock = journal_run
+    report = report_from_journal(
+        journal,
+        run_id,
+        finished_at=clock.now(),
+        status="deadline-missed",
+        safety_margin=timedelta(minutes=10),
+        destinations=[],
+        plan=[],
+    ).to_dict()
+    report["data"][0]["descoped"] = [
+        {"reason": f"reason {n}", "items": 1, "bytes": n * 1024} for n in range(1, 6)
+    ]
+    _print_summary(report, journal.path)
+    out = capsys.readouterr().out
+    assert "descoped s3: 5 items, 15.0 KiB:" in out
+    shown = [line.strip() for line in out.splitlines() if ": reason " in line]
+    assert shown == [
+        "1 items, 5.0 KiB: reason 5",
+        "1 items, 4.0 KiB: reason 4",
+        "1 items, 3.0 KiB: reason 3",
+    ]
+    assert "and 2 more reasons (report.json lists them)" in out
